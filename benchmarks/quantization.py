@@ -1,0 +1,161 @@
+"""FP32 vs INT8 latency and quality of every model in the repository's latest version.
+
+Both precisions of each model run side by side in this one process, on the same feeds, with one
+intra-op thread (how Triton's instances are configured), alternating so that machine noise hits
+both alike. Quality figures come from the build's quality gate and test evaluation, recorded in
+each version's manifest. Writes ``benchmarks/results/quantization.json``.
+
+    python benchmarks/quantization.py [--repo model_repo] [--out results/quantization.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training.build import COMBINER, RANKERS, USER_TOWER  # noqa: E402
+from training.features import FeatureTables, load_features  # noqa: E402
+from training.feeds import Feed, ranker_feed, user_feed  # noqa: E402
+from training.quantization import time_session  # noqa: E402
+from training.repository import ModelRepository  # noqa: E402
+
+MODELS = (USER_TOWER, *RANKERS, COMBINER)
+
+
+def feeds(features: FeatureTables, rng: np.random.Generator) -> dict[str, Callable[[int], Feed]]:
+    n_users, n_items = features.user_dense.shape[0], features.item_dense.shape[0]
+
+    def tower(batch: int) -> Feed:
+        return user_feed(features, rng.integers(0, n_users, size=batch))
+
+    def ranker(batch: int) -> Feed:
+        return ranker_feed(
+            features, rng.integers(0, n_users, size=batch), rng.integers(0, n_items, size=batch)
+        )
+
+    def combiner(batch: int) -> Feed:
+        return {"logits": rng.normal(size=(batch, 2)).astype(np.float32)}
+
+    return {USER_TOWER: tower, RANKERS[0]: ranker, RANKERS[1]: ranker, COMBINER: combiner}
+
+
+def precision_paths(directory: Path, shipped: str) -> dict[str, Path]:
+    other = "int8" if shipped == "fp32" else "fp32"
+    paths = {shipped: directory / "model.onnx"}
+    if (directory / f"model.{other}.onnx").exists():
+        paths[other] = directory / f"model.{other}.onnx"
+    return paths
+
+
+def bench_model(
+    paths: dict[str, Path], make: Callable[[int], Feed], rounds: int
+) -> dict[str, float]:
+    """p50 ms per precision and batch; rounds alternate precisions to share the noise."""
+    samples: dict[str, list[float]] = {}
+    for batch, repeats in ((1, 200), (1000, 20)):
+        feed = make(batch)
+        for _ in range(rounds):
+            for label, path in paths.items():
+                timing = time_session(path, feed, repeats=repeats, warmup=5, threads=1)
+                samples.setdefault(f"{label}_ms_b{batch}", []).append(timing["p50_ms"])
+    return {key: float(np.median(values)) for key, values in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=ROOT / "model_repo")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quantization.json")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    repo = ModelRepository(args.repo)
+    if not all(repo.versions(m) for m in MODELS):
+        print(f"{args.repo} has no complete build; building one (cascade build)...", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "training.cli", "build", "--out", str(args.repo), "-q"],
+            check=True,
+            cwd=ROOT,
+        )
+        repo = ModelRepository(args.repo)
+    version = max(repo.versions(USER_TOWER))
+    tower_dir = repo.version_dir(USER_TOWER, version)
+    features = load_features(tower_dir / "features.npz")
+    makers = feeds(features, np.random.default_rng(0))
+
+    result: dict[str, Any] = {
+        "version": version,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "threads": 1,
+        "models": {},
+    }
+    for name in MODELS:
+        manifest = repo.manifest(name, version)
+        gate = manifest["quantization"]
+        paths = precision_paths(repo.version_dir(name, version), gate["shipped"])
+        print(f"timing {name} ({', '.join(sorted(paths))})...", flush=True)
+        speed = bench_model(paths, makers[name], args.rounds)
+        entry: dict[str, Any] = {
+            "fp32_ms_b1": speed.get("fp32_ms_b1"),
+            "int8_ms_b1": speed.get("int8_ms_b1"),
+            "fp32_ms_b1000": speed.get("fp32_ms_b1000"),
+            "int8_ms_b1000": speed.get("int8_ms_b1000"),
+            "speedup_b1": _ratio(speed.get("fp32_ms_b1"), speed.get("int8_ms_b1")),
+            "speedup_b1000": _ratio(speed.get("fp32_ms_b1000"), speed.get("int8_ms_b1000")),
+            "ndcg10_fp32": gate.get("fp32"),
+            "ndcg10_int8": gate.get("int8"),
+            "ndcg10_rel_delta": gate.get("rel_delta"),
+            "shipped": gate["shipped"],
+            "gate": gate.get("reason"),
+        }
+        result["models"][name] = entry
+    metrics = repo.manifest(USER_TOWER, version)["metrics"]
+    result["popularity_ndcg10"] = metrics["popularity"]["ndcg@10"]
+    result["popularity_recall100"] = metrics["popularity"]["recall@100"]
+    result["retrieval_recall100"] = metrics["test"]["recall@100"]
+    result["retrieval_recall1000"] = metrics["test"].get("recall@1000")
+    result["pipeline_ndcg10"] = metrics["pipeline"]["ndcg@10"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    for name, entry in result["models"].items():
+        print(
+            f"{name:11s} b1 {_ms(entry['fp32_ms_b1'])} -> {_ms(entry['int8_ms_b1'])}  "
+            f"b1000 {_ms(entry['fp32_ms_b1000'])} -> {_ms(entry['int8_ms_b1000'])} "
+            f"({entry['speedup_b1000'] or '-'}x)  shipped {entry['shipped']}"
+        )
+    print(
+        f"pipeline NDCG@10 {result['pipeline_ndcg10']:.4f} vs popularity "
+        f"{result['popularity_ndcg10']:.4f}; "
+        f"retrieval Recall@100 {result['retrieval_recall100']:.4f}"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:7.3f}ms" if value is not None else "      -  "
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,545 @@
+"""One build of the model factory: data -> models -> ONNX -> INT8 gate -> repository version.
+
+Stages run in order and log their progress; the repository is touched only at the very end,
+in one transaction, so a build that fails or is killed at any point leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from training import __version__, metrics
+from training.evaluation import (
+    CANDIDATES,
+    EvalSet,
+    concat,
+    eval_set,
+    popularity_ranking,
+    ranking_metrics,
+    retrieval_metrics,
+    score_candidates,
+)
+from training.features import FeatureTables, build_features
+from training.feeds import Feed, Runner, onnx_runner, ranker_feed, torch_runner, user_feed
+from training.movielens import load_movielens_100k
+from training.networks import (
+    COMBINER_INPUTS,
+    COMBINER_SIGNATURE,
+    QUANTIZED_LAYERS,
+    DCNRanker,
+    MLPRanker,
+    ranker_signature,
+    user_tower_signature,
+)
+from training.onnx_export import check_parity, export_onnx, session
+from training.quantization import GateResult, int8_gate, quantize_int8, time_session
+from training.ranking import RankingConfig, fit_combiner, labelled_pairs, train_ranker
+from training.readers import read_dataset
+from training.repository import ModelConfigSpec, ModelRepository
+from training.retrieval import ItemIndex, RetrievalConfig, RetrievalModel, train_retrieval
+from training.split import Split, time_ordered_split
+from training.synthetic import SyntheticConfig, generate
+from training.tables import Dataset, FloatArray, IntArray
+
+log = logging.getLogger("cascade.training")
+
+USER_TOWER, RANKER_DCN, RANKER_MLP, COMBINER = "user_tower", "ranker_dcn", "ranker_mlp", "combiner"
+RANKERS = (RANKER_DCN, RANKER_MLP)
+
+
+class BuildConfig(BaseModel):
+    """Everything one build depends on; recorded in every manifest it writes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["movielens-100k", "synthetic", "files"] = "movielens-100k"
+    interactions: Path | None = Field(None, description="Bring-your-own interactions file.")
+    items: Path | None = Field(None, description="Optional items file for bring-your-own data.")
+    users: Path | None = Field(None, description="Optional users file for bring-your-own data.")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    out: Path = Field(Path("model_repo"), description="The Triton model repository to add to.")
+    report_dir: Path = Field(Path("build"), description="Where evaluation JSON is written.")
+    seed: int = Field(0, ge=0)
+    int8_tolerance: float = Field(
+        0.01, ge=0.0, le=1.0, description="Largest relative NDCG@10 loss INT8 may cost."
+    )
+    candidates: int = Field(CANDIDATES, ge=10, description="Retrieval depth per user.")
+    retrieval_epochs: int = Field(20, ge=1)
+    ranking_epochs: int = Field(3, ge=1)
+    keep_versions: int = Field(3, ge=1)
+    progress: bool = True
+
+
+@dataclass
+class ModelOutcome:
+    name: str
+    gate: GateResult | None
+    parity_max_abs_error: float
+    speed_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    version: int
+    dataset: str
+    evaluation: dict[str, Any]
+    models: dict[str, ModelOutcome]
+    report_path: Path
+    seconds: float
+
+
+@dataclass
+class _Trained:
+    dataset: Dataset
+    split: Split
+    features: FeatureTables
+    retrieval: RetrievalModel
+    index: ItemIndex
+    rankers: dict[str, nn.Module]
+    combiner: nn.Module
+    valid: _Candidates  # retrieval's candidates for the validation users
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Retrieval's answer for an evaluation set: candidate items and their retrieval scores."""
+
+    es: EvalSet
+    items: IntArray  # (users, depth), -1 padded
+    scores: FloatArray  # (users, depth) inner products, NaN where padded
+
+
+def retrieve(
+    retrieval: RetrievalModel, index: ItemIndex, features: FeatureTables, es: EvalSet, depth: int
+) -> _Candidates:
+    user_emb = retrieval.user_embeddings(features, es.users)
+    items = index.search(user_emb, depth, es.exclude)
+    scores = np.einsum("nd,ncd->nc", user_emb, retrieval.item_embeddings[np.maximum(items, 0)])
+    return _Candidates(es, items, np.where(items >= 0, scores, np.nan).astype(np.float32))
+
+
+def stage_scores(
+    rankers: dict[str, Runner], features: FeatureTables, candidates: _Candidates
+) -> FloatArray:
+    """(users, depth, 3): each ranker's logit and the retrieval score, the combiner's inputs."""
+    columns = [
+        score_candidates(rankers[name], features, candidates.es.users, candidates.items)
+        for name in RANKERS
+    ]
+    stacked: FloatArray = np.stack([*columns, candidates.scores], axis=-1).astype(np.float32)
+    return stacked
+
+
+def blend(combiner: Runner, stacked: FloatArray) -> FloatArray:
+    valid = ~np.isnan(stacked).any(axis=-1)
+    out = np.full(stacked.shape[:2], np.nan, dtype=np.float32)
+    out[valid] = combiner({"scores": stacked[valid]})[:, 0]
+    return out
+
+
+def load_dataset(config: BuildConfig) -> Dataset:
+    if config.interactions is not None:
+        return read_dataset(config.interactions, config.items, config.users)
+    if config.dataset == "files":
+        raise ValueError("dataset 'files' needs an interactions file")
+    if config.dataset == "synthetic":
+        return generate(config.synthetic)
+    return load_movielens_100k()
+
+
+@dataclass
+class _Stage:
+    name: str
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _stage(name: str) -> _Stage:
+    log.info("── %s", name)
+    return _Stage(name)
+
+
+def _done(stage: _Stage) -> None:
+    log.info("   %s done in %.1fs", stage.name, time.perf_counter() - stage.started)
+
+
+def train_all(config: BuildConfig, dataset: Dataset) -> _Trained:
+    n_users, n_items = len(dataset.users), len(dataset.items)
+    split = time_ordered_split(dataset.interactions)
+    log.info(
+        "split: %d train, %d validation, %d test interactions",
+        len(split.train),
+        len(split.valid),
+        len(split.test),
+    )
+    features = build_features(dataset, split.train)
+    stage = _stage("retrieval: two-tower, in-batch softmax with log-Q correction")
+    retrieval = train_retrieval(
+        split.train,
+        features,
+        n_users,
+        n_items,
+        seed=config.seed,
+        config=RetrievalConfig(epochs=config.retrieval_epochs),
+        progress=config.progress,
+    )
+    index = ItemIndex(retrieval.item_embeddings)
+    _done(stage)
+    rng = np.random.default_rng(config.seed)
+    ranking = RankingConfig(epochs=config.ranking_epochs)
+    pairs = labelled_pairs(split.train, split.train, n_items, rng, ranking.negatives_per_positive)
+    rankers: dict[str, nn.Module] = {}
+    for name, model in (
+        (RANKER_DCN, DCNRanker(n_users, n_items, features.layout)),
+        (RANKER_MLP, MLPRanker(n_users, n_items, features.layout)),
+    ):
+        stage = _stage(f"ranking: {name} on {len(pairs):,} labelled pairs")
+        rankers[name] = train_ranker(
+            name, model, pairs, features, seed=config.seed, config=ranking, progress=config.progress
+        )
+        _done(stage)
+    stage = _stage("combiner: logistic blend of the stage scores, fit on the validation split")
+    depth = min(config.candidates, n_items)
+    valid = retrieve(retrieval, index, features, eval_set(split.valid, split.train, n_users), depth)
+    runners = {n: torch_runner(m, ranker_signature(features.layout)) for n, m in rankers.items()}
+    stacked = stage_scores(runners, features, valid)
+    rows = ~np.isnan(stacked).any(axis=-1)
+    labels = metrics.hits(valid.items, valid.es.relevant)
+    combiner = fit_combiner(stacked[rows], labels[rows], seed=config.seed)
+    weights = combiner.blend.weight.detach().numpy()[0]
+    log.info(
+        "   blend weights: %s",
+        ", ".join(f"{n}={w:.3f}" for n, w in zip(COMBINER_INPUTS, weights, strict=True)),
+    )
+    _done(stage)
+    return _Trained(dataset, split, features, retrieval, index, rankers, combiner, valid)
+
+
+def evaluate(trained: _Trained, config: BuildConfig) -> dict[str, Any]:
+    """Test-split metrics: retrieval, each ranker, the combiner (the pipeline), popularity."""
+    split, features = trained.split, trained.features
+    n_users = len(trained.dataset.users)
+    es = eval_set(split.test, concat(split.train, split.valid), n_users)
+    depth = min(config.candidates, len(trained.dataset.items))
+    found = retrieve(trained.retrieval, trained.index, features, es, depth)
+    candidates = found.items
+    user_emb = trained.retrieval.user_embeddings(features, es.users)
+    exact = ItemIndex(trained.retrieval.item_embeddings, exact=True).search(
+        user_emb, depth, es.exclude
+    )
+    report: dict[str, Any] = {
+        "users_evaluated": len(es.users),
+        "candidates": depth,
+        "popularity": retrieval_metrics(popularity_ranking(features, es, depth), es),
+        "retrieval": retrieval_metrics(candidates, es),
+        "retrieval_exact": retrieval_metrics(exact, es),
+    }
+    report["retrieval"]["ann_recall@100_vs_exact"] = _overlap(candidates[:, :100], exact[:, :100])
+    runners = {
+        n: torch_runner(m, ranker_signature(features.layout)) for n, m in trained.rankers.items()
+    }
+    stacked = stage_scores(runners, features, found)
+    for column, name in enumerate(RANKERS):
+        report[name] = ranking_metrics(candidates, stacked[..., column], es)
+    combined = blend(torch_runner(trained.combiner, COMBINER_SIGNATURE), stacked)
+    report[COMBINER] = ranking_metrics(candidates, combined, es)
+    report["pipeline"] = dict(report[COMBINER])
+    return report
+
+
+def _overlap(a: IntArray, b: IntArray) -> float:
+    found = [
+        len(np.intersect1d(x[x >= 0], y[y >= 0])) / max((y >= 0).sum(), 1)
+        for x, y in zip(a, b, strict=True)
+    ]
+    return float(np.mean(found))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A model as it goes into the repository, with what the gate needs to judge it."""
+
+    spec: ModelConfigSpec
+    module: nn.Module
+    calibration: Callable[[], Iterator[Feed]]
+    parity_feeds: tuple[Feed, ...]
+    #: NDCG@10 on the validation split with the model's ONNX file served by onnxruntime.
+    gate_metric: Callable[[Path], float] | None
+    speed_feed: Callable[[int], Feed]
+
+
+def _ort(path: Path) -> Runner:
+    return onnx_runner(session(path, threads=1))
+
+
+def candidates_for(trained: _Trained, config: BuildConfig) -> list[_Candidate]:
+    features = trained.features
+    n_users, n_items = len(trained.dataset.users), len(trained.dataset.items)
+    rng = np.random.default_rng(config.seed + 1)
+    dim = trained.retrieval.item_embeddings.shape[1]
+    tower_sig = user_tower_signature(features.layout, dim)
+    ranker_sig = ranker_signature(features.layout)
+    threads = {"intra_op_thread_count": "1"}
+
+    valid_es = trained.valid.es
+    valid_candidates = trained.valid.items
+    depth = valid_candidates.shape[1]
+
+    def users(n: int) -> IntArray:
+        return rng.integers(0, n_users, size=n)
+
+    def pairs(n: int) -> tuple[IntArray, IntArray]:
+        return rng.integers(0, n_users, size=n), rng.integers(0, n_items, size=n)
+
+    def tower_calibration() -> Iterator[Feed]:
+        calib = np.random.default_rng(config.seed + 2)
+        for _ in range(8):
+            yield user_feed(features, calib.integers(0, n_users, size=64))
+
+    def ranker_calibration() -> Iterator[Feed]:
+        # Real (user, candidate) pairs: what the ranker sees in serving.
+        calib = np.random.default_rng(config.seed + 3)
+        for _ in range(16):
+            rows = calib.integers(0, len(valid_es.users), size=256)
+            cols = calib.integers(0, valid_candidates.shape[1], size=256)
+            items = valid_candidates[rows, cols]
+            keep = items >= 0
+            yield ranker_feed(features, valid_es.users[rows][keep], items[keep])
+
+    def tower_metric(path: Path) -> float:
+        emb = _ort(path)(user_feed(features, valid_es.users))
+        return retrieval_metrics(trained.index.search(emb, depth, valid_es.exclude), valid_es)[
+            "ndcg@10"
+        ]
+
+    def ranker_metric(path: Path) -> float:
+        scores = score_candidates(_ort(path), features, valid_es.users, valid_candidates)
+        return ranking_metrics(valid_candidates, scores, valid_es)["ndcg@10"]
+
+    def tower_speed(batch: int) -> Feed:
+        return user_feed(features, users(batch))
+
+    def ranker_speed(batch: int) -> Feed:
+        return ranker_feed(features, *pairs(batch))
+
+    def combiner_speed(batch: int) -> Feed:
+        return {"scores": rng.normal(size=(batch, len(COMBINER_INPUTS))).astype(np.float32)}
+
+    def parity(make: Callable[[int], Feed]) -> tuple[Feed, ...]:
+        return (make(1), make(257))
+
+    out = [
+        _Candidate(
+            ModelConfigSpec(USER_TOWER, tower_sig, parameters=threads),
+            trained.retrieval.user_tower,
+            tower_calibration,
+            parity(tower_speed),
+            tower_metric,
+            tower_speed,
+        )
+    ]
+    for name in RANKERS:
+        out.append(
+            _Candidate(
+                ModelConfigSpec(
+                    name,
+                    ranker_sig,
+                    preferred_batch_sizes=(256, 1024),
+                    max_batch_size=4096,
+                    parameters=threads,
+                ),
+                trained.rankers[name],
+                ranker_calibration,
+                parity(ranker_speed),
+                ranker_metric,
+                ranker_speed,
+            )
+        )
+    out.append(
+        _Candidate(
+            ModelConfigSpec(
+                COMBINER,
+                COMBINER_SIGNATURE,
+                preferred_batch_sizes=(256, 1024),
+                max_batch_size=4096,
+                parameters=threads,
+            ),
+            trained.combiner,
+            lambda: iter(()),
+            parity(combiner_speed),
+            None,  # four parameters: nothing for INT8 to speed up, so it is not quantized
+            combiner_speed,
+        )
+    )
+    return out
+
+
+def _ship(candidate: _Candidate, directory: Path, tolerance: float) -> ModelOutcome:
+    """Export, check parity, quantize and gate; the shipped file becomes ``model.onnx``.
+
+    The candidate that did not ship stays beside it (``model.fp32.onnx`` or
+    ``model.int8.onnx``) so the decision can be audited and benchmarked later.
+    """
+    name = candidate.spec.name
+    paths = {"fp32": directory / "model.fp32.onnx"}
+    export_onnx(
+        candidate.module, candidate.spec.signature, paths["fp32"], candidate.parity_feeds[0]
+    )
+    error = max(check_parity(candidate.module, paths["fp32"], f) for f in candidate.parity_feeds)
+    log.info("   %s: exported, parity max abs error %.2e", name, error)
+    gate: GateResult | None = None
+    if candidate.gate_metric is not None:
+        paths["int8"] = directory / "model.int8.onnx"
+        layers = QUANTIZED_LAYERS.get(type(candidate.module).__name__)
+        quantize_int8(paths["fp32"], paths["int8"], candidate.calibration(), layers=layers)
+        metric = candidate.gate_metric
+        gate = int8_gate(metric(paths["fp32"]), metric(paths["int8"]), tolerance, metric="ndcg10")
+        log.info("   %s: %s", name, gate.reason)
+    shipped = gate.shipped if gate else "fp32"
+    os.replace(paths[shipped], directory / "model.onnx")
+    paths[shipped] = directory / "model.onnx"
+    speed = measure_speed(paths, candidate.speed_feed, repeats=20)
+    return ModelOutcome(name, gate, error, speed)
+
+
+def measure_speed(
+    paths: dict[str, Path], make: Callable[[int], Feed], repeats: int
+) -> dict[str, float]:
+    """p50 latency in ms of each precision at batch 1 and 1000, one intra-op thread."""
+    out: dict[str, float] = {}
+    for label, path in paths.items():
+        for batch in (1, 1000):
+            timing = time_session(path, make(batch), repeats=repeats, warmup=max(3, repeats // 10))
+            out[f"{label}_ms_b{batch}"] = float(timing["p50_ms"])
+    return out
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return __version__
+    return f"{__version__}+g{sha}"
+
+
+def write_serving_artifacts(trained: _Trained, directory: Path) -> None:
+    """What the retrieval stage needs beside the tower: the item index and the feature tables."""
+    np.save(directory / "item_embeddings.npy", trained.retrieval.item_embeddings)
+    trained.index.save(directory / "item_index.faiss")
+    trained.features.save(directory / "features.npz")
+    ids = {"users": trained.dataset.users.ids, "items": trained.dataset.items.ids}
+    (directory / "ids.json").write_text(json.dumps(ids))
+
+
+def run_build(config: BuildConfig) -> BuildResult:
+    started = time.perf_counter()
+    repo = ModelRepository(config.out, keep_versions=config.keep_versions)
+    stage = _stage("data")
+    dataset = load_dataset(config)
+    log.info("   %s (sha256 %s…)", dataset.summary(), dataset.sha256[:12])
+    _done(stage)
+    trained = train_all(config, dataset)
+    stage = _stage("evaluation on the test split")
+    evaluation = evaluate(trained, config)
+    _done(stage)
+    outcomes: dict[str, ModelOutcome] = {}
+    with repo.begin() as txn:
+        stage = _stage(
+            f"export, INT8 gate (tolerance {config.int8_tolerance:.1%}) and version {txn.version}"
+        )
+        for candidate in candidates_for(trained, config):
+            directory = txn.model_dir(candidate.spec)
+            outcome = _ship(candidate, directory, config.int8_tolerance)
+            outcomes[candidate.spec.name] = outcome
+            if candidate.spec.name == USER_TOWER:
+                write_serving_artifacts(trained, directory)
+            txn.set_manifest(candidate.spec.name, _manifest(config, dataset, evaluation, outcome))
+        txn.commit()
+        version = txn.version
+        _done(stage)
+    result = BuildResult(
+        version=version,
+        dataset=dataset.name,
+        evaluation=evaluation,
+        models=outcomes,
+        report_path=_write_report(config, dataset, version, evaluation, outcomes),
+        seconds=time.perf_counter() - started,
+    )
+    return result
+
+
+def _manifest(
+    config: BuildConfig, dataset: Dataset, evaluation: dict[str, Any], outcome: ModelOutcome
+) -> dict[str, Any]:
+    metrics_key = "retrieval" if outcome.name == USER_TOWER else outcome.name
+    return {
+        "dataset": dataset.name,
+        "data_sha256": dataset.sha256,
+        "code_version": code_version(),
+        "seed": config.seed,
+        "config": json.loads(config.model_dump_json()),
+        "metrics": {
+            "test": evaluation[metrics_key],
+            "pipeline": evaluation["pipeline"],
+            "popularity": evaluation["popularity"],
+        },
+        "parity_max_abs_error": outcome.parity_max_abs_error,
+        "quantization": asdict(outcome.gate)
+        if outcome.gate
+        else {
+            "shipped": "fp32",
+            "reason": "not quantized: a four-parameter blend has nothing for INT8 to speed up",
+        },
+        "speed_ms": outcome.speed_ms,
+    }
+
+
+def _write_report(
+    config: BuildConfig,
+    dataset: Dataset,
+    version: int,
+    evaluation: dict[str, Any],
+    outcomes: dict[str, ModelOutcome],
+) -> Path:
+    report = {
+        "version": version,
+        "dataset": dataset.name,
+        "data_sha256": dataset.sha256,
+        "code_version": code_version(),
+        "seed": config.seed,
+        "evaluation": evaluation,
+        "models": {
+            name: {
+                "quantization": asdict(o.gate) if o.gate else None,
+                "parity_max_abs_error": o.parity_max_abs_error,
+                "speed_ms": o.speed_ms,
+            }
+            for name, o in outcomes.items()
+        },
+    }
+    config.report_dir.mkdir(parents=True, exist_ok=True)
+    path = config.report_dir / f"evaluation-v{version}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+    latest = config.report_dir / "evaluation.json"
+    shutil.copyfile(path, latest)
+    return path

@@ -1,0 +1,90 @@
+"""Plain-text tables of a build's quality and speed, for the terminal."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from training.build import COMBINER, RANKERS, USER_TOWER, BuildResult
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def quality_table(result: BuildResult) -> str:
+    ev = result.evaluation
+    header = ["stage", "Recall@100", "Recall@1000", "NDCG@10", "MRR", "AUC"]
+    rows = []
+    for label, key in (
+        ("popularity baseline", "popularity"),
+        ("retrieval (HNSW)", "retrieval"),
+        ("retrieval (exact)", "retrieval_exact"),
+        *((f"{name} on candidates", name) for name in RANKERS),
+        ("pipeline (combiner)", "pipeline"),
+    ):
+        m = ev[key]
+        rows.append(
+            [label]
+            + [_fmt(m.get(k)) for k in ("recall@100", "recall@1000", "ndcg@10", "mrr", "auc")]
+        )
+    title = (
+        f"Quality on the test split of {result.dataset}: {ev['users_evaluated']} users, "
+        f"{ev['candidates']} retrieval candidates each"
+    )
+    return f"{title}\n{table(header, rows)}"
+
+
+def speed_table(result: BuildResult) -> str:
+    header = [
+        "model",
+        "fp32 ms b1",
+        "int8 ms b1",
+        "fp32 ms b1000",
+        "int8 ms b1000",
+        "speedup b1000",
+        "NDCG@10 fp32",
+        "NDCG@10 int8",
+        "loss",
+        "shipped",
+    ]
+    rows = []
+    for name in (USER_TOWER, *RANKERS, COMBINER):
+        outcome = result.models[name]
+        s = outcome.speed_ms
+        gate = outcome.gate
+        speedup = s["fp32_ms_b1000"] / s["int8_ms_b1000"] if "int8_ms_b1000" in s else None
+        rows.append(
+            [
+                name,
+                _fmt(s.get("fp32_ms_b1"), 3),
+                _fmt(s.get("int8_ms_b1"), 3),
+                _fmt(s.get("fp32_ms_b1000"), 2),
+                _fmt(s.get("int8_ms_b1000"), 2),
+                f"{speedup:.2f}x" if speedup else "-",
+                _fmt(gate.fp32 if gate else None),
+                _fmt(gate.int8 if gate else None),
+                f"{gate.rel_delta:+.2%}" if gate else "-",
+                gate.shipped if gate else "fp32",
+            ]
+        )
+    title = "Speed (onnxruntime CPU, 1 thread, p50) and the INT8 quality gate (validation split)"
+    return f"{title}\n{table(header, rows)}"

@@ -1,0 +1,911 @@
+"""The canonical Triton model repository, which is also the model registry.
+
+Layout (what Triton reads)::
+
+    <root>/<model>/config.pbtxt
+    <root>/<model>/<version>/model.onnx
+    <root>/<model>/<version>/manifest.json      # the registry record of that build
+
+One build writes several models under one version number, and a reader (Triton, the CLI, the
+next build) must never see half of it. So writes go to a staging area *outside* the root
+(Triton treats every top-level directory of the root as a model) but on the same filesystem,
+so publishing is a handful of ``rename`` calls:
+
+    <root.parent>/.<root.name>-staging/
+        repo.lock                    # serialises commits and recovery (flock)
+        txn-<v>-<id>.lock            # held (flock) for the whole life of a transaction
+        txn-<v>-<id>/models/<model>/config.pbtxt
+        txn-<v>-<id>/models/<model>/<v>/model.onnx ...
+        txn-<v>-<id>/COMMIT.json     # the journal: present <=> the build is committed
+        txn-<v>-<id>/pruned/         # old versions moved out of the root before deletion
+
+A transaction is committed the moment its fsynced journal exists. Opening the repository
+rolls every journaled transaction forward (the renames are idempotent) and deletes every
+unjournaled one whose owner is gone (its lock is free), so a build killed at any point leaves
+the repository as it was or with the whole new build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import onnx
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import model_config_pb2
+
+from training.errors import RepositoryError
+from training.signature import Signature, TensorSpec
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "MANIFEST_FILENAME",
+    "MODEL_FILENAME",
+    "ModelConfigSpec",
+    "ModelRepository",
+    "Transaction",
+    "build_config",
+    "check_config_matches_onnx",
+    "parse_config",
+    "parse_config_text",
+    "plan_prune",
+    "render_config",
+    "served_versions",
+    "validate_model_name",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_FILENAME: Final = "model.onnx"
+CONFIG_FILENAME: Final = "config.pbtxt"
+MANIFEST_FILENAME: Final = "manifest.json"
+JOURNAL_FILENAME: Final = "COMMIT.json"
+PLATFORM: Final = "onnxruntime_onnx"
+# Keys the repository writes into every manifest; a caller may not set them.
+RESERVED_MANIFEST_KEYS: Final = frozenset({"model", "version", "committed_at", "model_sha256"})
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# Triton loads integer-named version directories; we only ever write canonical positive ones.
+_VERSION_NAME = re.compile(r"[1-9][0-9]*")
+_TXN_PREFIX: Final = "txn-"
+_REPO_LOCK: Final = "repo.lock"
+_JOURNAL_FORMAT: Final = 1
+
+# ONNX element types -> Triton DataType names; only FP32/INT64 are written, the rest make the
+# mismatch message readable.
+_ONNX_TO_TRITON: Final[dict[int, str]] = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+    onnx.TensorProto.STRING: "TYPE_STRING",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# config.pbtxt: pure building/parsing/checking
+# --------------------------------------------------------------------------------------------
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if it is a safe model directory name, else raise RepositoryError.
+
+    The name becomes a path component under the root and Triton's model name, so anything that
+    could escape the root or need quoting (``/``, ``..``, spaces, dots) is refused.
+    """
+    if not _MODEL_NAME.fullmatch(name):
+        raise RepositoryError(f"model name {name!r} must match ^[a-zA-Z0-9_-]+$")
+    return name
+
+
+def _empty_parameters() -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ModelConfigSpec:
+    """Everything that goes into one model's ``config.pbtxt`` (platform ``onnxruntime_onnx``).
+
+    ``max_batch_size`` > 0 means the signature dims exclude the batch axis (Triton's
+    convention, shared with :class:`~training.signature.TensorSpec`); with 0 the dims are the
+    full tensor shape and dynamic batching is not emitted, since Triton cannot batch such a
+    model. ``serve_latest`` becomes ``version_policy { latest { num_versions } }`` and bounds
+    what retention may delete. ``parameters`` are backend parameters such as onnxruntime's
+    ``intra_op_thread_count``.
+    """
+
+    name: str
+    signature: Signature
+    max_batch_size: int = 1024
+    dynamic_batching: bool = True
+    preferred_batch_sizes: tuple[int, ...] = (64, 256)
+    max_queue_delay_microseconds: int = 500
+    instance_count: int = 1
+    serve_latest: int = 2
+    parameters: Mapping[str, str] = field(default_factory=_empty_parameters)
+
+    def __post_init__(self) -> None:
+        validate_model_name(self.name)
+        if self.max_batch_size < 0:
+            raise RepositoryError(f"{self.name}: max_batch_size must be >= 0")
+        if self.instance_count < 1 or self.serve_latest < 1:
+            raise RepositoryError(f"{self.name}: instance_count and serve_latest must be >= 1")
+        if self.max_queue_delay_microseconds < 0:
+            raise RepositoryError(f"{self.name}: max_queue_delay_microseconds must be >= 0")
+        bad = [b for b in self.preferred_batch_sizes if b < 1 or b > self.max_batch_size]
+        if self.batching and bad:
+            raise RepositoryError(
+                f"{self.name}: preferred_batch_sizes {bad} not in 1..{self.max_batch_size}"
+            )
+        _check_signature(self.name, self.signature)
+
+    @property
+    def batching(self) -> bool:
+        """Whether the config enables Triton's dynamic batcher."""
+        return self.dynamic_batching and self.max_batch_size > 0
+
+
+def _check_signature(model: str, signature: Signature) -> None:
+    """Refuse signatures Triton would reject at load time, naming the tensor."""
+    if not signature.inputs or not signature.outputs:
+        raise RepositoryError(f"{model}: a signature needs at least one input and one output")
+    names = [t.name for t in (*signature.inputs, *signature.outputs)]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RepositoryError(f"{model}: tensor names {dupes} are used more than once")
+    for tensor in (*signature.inputs, *signature.outputs):
+        if any(d == 0 or d < -1 for d in tensor.dims):
+            raise RepositoryError(
+                f"{model}: tensor {tensor.name!r} dims {tensor.dims} must be -1 or positive"
+            )
+
+
+def _tensor_config(tensor: TensorSpec, batching: bool, message: Any) -> None:
+    """Fill a ModelInput/ModelOutput message from one TensorSpec.
+
+    A per-example scalar (``dims == ()``) of a batching model is written as ``dims: [1]`` with
+    ``reshape { shape: [] }`` - the form Triton requires for an ONNX tensor of shape [batch].
+    """
+    message.name = tensor.name
+    message.data_type = model_config_pb2.DataType.Value(tensor.triton_dtype)
+    if tensor.dims or not batching:
+        message.dims.extend(tensor.dims)
+    else:
+        message.dims.append(1)
+        message.reshape.SetInParent()
+
+
+def build_config(spec: ModelConfigSpec) -> Any:
+    """Build the ``model_config_pb2.ModelConfig`` message for ``spec``.
+
+    Building the protobuf (rather than formatting text) guarantees the result parses and uses
+    Triton's own field names and enum values.
+    """
+    config = model_config_pb2.ModelConfig()
+    config.name = spec.name
+    config.platform = PLATFORM
+    config.max_batch_size = spec.max_batch_size
+    config.default_model_filename = MODEL_FILENAME
+    config.version_policy.latest.num_versions = spec.serve_latest
+    batch_axis = spec.max_batch_size > 0
+    for tensor in spec.signature.inputs:
+        _tensor_config(tensor, batch_axis, config.input.add())
+    for tensor in spec.signature.outputs:
+        _tensor_config(tensor, batch_axis, config.output.add())
+    if spec.batching:
+        config.dynamic_batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_microseconds
+    group = config.instance_group.add()
+    group.count = spec.instance_count
+    group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+    for key in sorted(spec.parameters):
+        config.parameters[key].string_value = spec.parameters[key]
+    return config
+
+
+def render_config(spec: ModelConfigSpec) -> str:
+    """The ``config.pbtxt`` text for ``spec``."""
+    text: str = text_format.MessageToString(build_config(spec))
+    return text
+
+
+def parse_config_text(text: str, *, source: str = "<text>") -> Any:
+    """Parse ``config.pbtxt`` text into a ``ModelConfig``; RepositoryError names ``source``."""
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{source}: not a valid Triton model config: {exc}") from exc
+    return config
+
+
+def parse_config(path: Path) -> Any:
+    """Read and parse one ``config.pbtxt`` into a ``model_config_pb2.ModelConfig``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RepositoryError(f"{path}: cannot read model config: {exc}") from exc
+    return parse_config_text(text, source=str(path))
+
+
+def _config_dims(tensor: Any) -> list[int]:
+    """The shape Triton hands the backend: ``reshape.shape`` when present, else ``dims``."""
+    if tensor.HasField("reshape"):
+        return list(tensor.reshape.shape)
+    return list(tensor.dims)
+
+
+def _onnx_dims(value: onnx.ValueInfoProto) -> list[int] | None:
+    """ONNX tensor dims with symbolic/unknown ones as -1; None when the rank is unknown."""
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+
+
+def _onnx_dtype(value: onnx.ValueInfoProto) -> str:
+    elem = value.type.tensor_type.elem_type
+    return _ONNX_TO_TRITON.get(elem, f"ONNX {onnx.TensorProto.DataType.Name(elem)}")
+
+
+def _check_tensor(kind: str, tensor: Any, value: onnx.ValueInfoProto, batching: bool) -> None:
+    """Compare one config tensor with its ONNX value-info; raise naming the tensor."""
+    label = f"{kind} {tensor.name!r}"
+    want_dtype = model_config_pb2.DataType.Name(tensor.data_type)
+    got_dtype = _onnx_dtype(value)
+    if want_dtype != got_dtype:
+        raise RepositoryError(f"{label}: config dtype {want_dtype}, ONNX dtype {got_dtype}")
+    dims = _onnx_dims(value)
+    if dims is None:
+        raise RepositoryError(f"{label}: the ONNX graph declares no shape")
+    if batching:
+        if not dims or dims[0] != -1:
+            raise RepositoryError(
+                f"{label}: ONNX batch axis is {dims[:1]}, must be dynamic when max_batch_size > 0"
+            )
+        dims = dims[1:]
+    want_dims = _config_dims(tensor)
+    if dims != want_dims:
+        raise RepositoryError(f"{label}: config dims {want_dims}, ONNX dims {dims}")
+
+
+def _check_names(kind: str, config_names: Sequence[str], onnx_names: Sequence[str]) -> None:
+    for name in config_names:
+        if name not in onnx_names:
+            raise RepositoryError(
+                f"{kind} {name!r} is in config.pbtxt but not in the ONNX graph "
+                f"(ONNX {kind}s: {list(onnx_names)})"
+            )
+    for name in onnx_names:
+        if name not in config_names:
+            raise RepositoryError(f"{kind} {name!r} is in the ONNX graph but not in config.pbtxt")
+
+
+def _load_onnx(onnx_path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(onnx_path), load_external_data=False)
+    except (OSError, DecodeError) as exc:
+        raise RepositoryError(f"{onnx_path}: cannot load ONNX model: {exc}") from exc
+
+
+def check_config_matches_onnx(config: Any, onnx_path: Path) -> None:
+    """Raise RepositoryError naming the first tensor where config and ONNX graph disagree.
+
+    Triton only notices a drifted config when it loads the model (or, for dims, on the first
+    request), so this runs before anything is published. Names must be equal as sets (order is
+    free); dtypes must be equal; dims are compared after dropping the ONNX batch axis when
+    ``max_batch_size`` > 0, with symbolic ONNX dims equal to -1 only. That batch axis must be
+    dynamic, or Triton could not form batches.
+    """
+    graph = _load_onnx(onnx_path).graph
+    initializers = {init.name for init in graph.initializer}
+    onnx_inputs = {v.name: v for v in graph.input if v.name not in initializers}
+    onnx_outputs = {v.name: v for v in graph.output}
+    batching = config.max_batch_size > 0
+    for kind, tensors, values in (
+        ("input", config.input, onnx_inputs),
+        ("output", config.output, onnx_outputs),
+    ):
+        _check_names(kind, [t.name for t in tensors], list(values))
+        for tensor in tensors:
+            _check_tensor(kind, tensor, values[tensor.name], batching)
+
+
+# --------------------------------------------------------------------------------------------
+# Version selection and retention: pure
+# --------------------------------------------------------------------------------------------
+
+
+def served_versions(config: Any, versions: Sequence[int]) -> set[int]:
+    """The versions Triton serves among ``versions`` under the config's ``version_policy``.
+
+    An unset policy is Triton's default, ``latest { num_versions: 1 }``.
+    """
+    ordered = sorted(versions)
+    policy = config.version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(ordered)
+    if kind == "specific":
+        return set(policy.specific.versions) & set(ordered)
+    count = policy.latest.num_versions if kind == "latest" else 1
+    return set(ordered[-count:]) if count > 0 else set()
+
+
+def plan_prune(versions: Sequence[int], served: set[int], keep_versions: int) -> list[int]:
+    """Versions to delete: all but the newest ``keep_versions`` and those being served."""
+    if keep_versions < 1:
+        raise RepositoryError("keep_versions must be >= 1")
+    ordered = sorted(versions)
+    keep = set(ordered[-keep_versions:]) | served
+    return [v for v in ordered if v not in keep]
+
+
+# --------------------------------------------------------------------------------------------
+# Filesystem helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or directory (a directory fsync makes renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root``, children before parents."""
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
+        for filename in filenames:
+            _fsync(Path(dirpath, filename))
+        _fsync(Path(dirpath))
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (the file only; callers fsync the directory)."""
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Atomically rename ``src`` to ``dst`` (same filesystem). A seam for crash tests."""
+    os.rename(src, dst)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _dump_json(data: Mapping[str, Any], what: str) -> bytes:
+    """Strict JSON (no NaN/Infinity) so every reader of the registry can parse it."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RepositoryError(f"{what} is not JSON-serialisable: {exc}") from exc
+    return (text + "\n").encode("utf-8")
+
+
+def _version_names(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in model_dir.iterdir() if _VERSION_NAME.fullmatch(p.name) and p.is_dir()
+    )
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (blocking); the kernel drops it if we die."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_lock(path: Path) -> int | None:
+    """Open and exclusively flock ``path`` without blocking; the fd, or None if held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _lock_new_txn(staging_root: Path, version: int) -> tuple[str, int]:
+    """Create and lock a fresh ``<txn>.lock``; return the txn id and the held fd.
+
+    Recovery unlinks orphaned lock files it can lock; checking that the path still names the
+    inode we locked closes the race where it does so between our open and our flock.
+    """
+    while True:
+        txn_id = f"{_TXN_PREFIX}{version}-{uuid.uuid4().hex}"
+        path = staging_root / f"{txn_id}.lock"
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return txn_id, fd
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Journal: publish (commit and roll-forward share this code, so they cannot diverge)
+# --------------------------------------------------------------------------------------------
+
+
+def _publish_model(root: Path, staged: Path, model: str, version: int) -> None:
+    """Move one staged model into the root; idempotent, so a crash can be rolled forward.
+
+    A new model's whole directory (config + version) appears with one rename. For an existing
+    model the version directory is renamed in, then the config is replaced atomically.
+    """
+    if not staged.exists():
+        return  # published before a crash
+    dest = root / model
+    if not dest.exists():
+        _move(staged, dest)
+        _fsync(root)
+        return
+    staged_version = staged / str(version)
+    if staged_version.exists():
+        if (dest / str(version)).exists():
+            raise RepositoryError(f"{model}: version {version} appeared during commit")
+        _move(staged_version, dest / str(version))
+    staged_config = staged / CONFIG_FILENAME
+    if staged_config.exists():
+        os.replace(staged_config, dest / CONFIG_FILENAME)
+    _fsync(dest)
+
+
+def _read_journal(txn_dir: Path) -> dict[str, Any] | None:
+    path = txn_dir / JOURNAL_FILENAME
+    if not path.exists():
+        return None
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+        version = journal["version"]
+        models = journal["models"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RepositoryError(f"{path}: unreadable commit journal: {exc}") from exc
+    if not isinstance(version, int) or not isinstance(models, list):
+        raise RepositoryError(f"{path}: malformed commit journal")
+    return {"version": version, "models": [validate_model_name(str(m)) for m in models]}
+
+
+# --------------------------------------------------------------------------------------------
+# Repository and transaction
+# --------------------------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ModelRepository:
+    """Reader and writer of one Triton model repository; also the model registry.
+
+    Opening it runs crash recovery (see the module docstring). ``keep_versions`` is how many
+    versions per model retention keeps after each commit, on top of whatever the model's
+    ``version_policy`` serves. ``staging_root`` defaults to ``<root.parent>/.<root.name>-staging``
+    and must be on the root's filesystem (a root that is itself a mount point, e.g. a volume,
+    needs a staging root inside that mount but outside the root).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        keep_versions: int = 3,
+        clock: Callable[[], datetime] = _utc_now,
+        staging_root: Path | None = None,
+    ) -> None:
+        if keep_versions < 1:
+            raise RepositoryError("keep_versions must be >= 1")
+        self.root = Path(root).resolve()
+        self.staging_root = (
+            Path(staging_root).resolve()
+            if staging_root is not None
+            else self.root.parent / f".{self.root.name}-staging"
+        )
+        if self.staging_root == self.root or self.root in self.staging_root.parents:
+            raise RepositoryError(
+                f"staging area {self.staging_root} must be outside {self.root}: "
+                "Triton treats every directory there as a model"
+            )
+        self.keep_versions = keep_versions
+        self._clock = clock
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.staging_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create {self.root} or its staging area: {exc}") from exc
+        if os.stat(self.root).st_dev != os.stat(self.staging_root).st_dev:
+            raise RepositoryError(
+                f"staging area {self.staging_root} is not on the filesystem of {self.root}; "
+                "renames would not be atomic (pass staging_root=)"
+            )
+        self.recover()
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Names of the models in the repository (directories with a config.pbtxt)."""
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if _MODEL_NAME.fullmatch(p.name) and (p / CONFIG_FILENAME).is_file()
+        )
+
+    def versions(self, model: str) -> list[int]:
+        """Committed versions of ``model``, ascending; [] for an unknown model."""
+        return _version_names(self.root / validate_model_name(model))
+
+    def next_version(self) -> int:
+        """One more than the highest version of any model: one number names a whole build."""
+        return 1 + max((v for m in self._model_dirs() for v in self.versions(m)), default=0)
+
+    def config(self, model: str) -> Any:
+        """The parsed ``config.pbtxt`` of ``model``."""
+        return parse_config(self.root / validate_model_name(model) / CONFIG_FILENAME)
+
+    def version_dir(self, model: str, version: int) -> Path:
+        """The directory of a committed version; RepositoryError if it does not exist."""
+        path = self.root / validate_model_name(model) / str(version)
+        if version < 1 or not path.is_dir():
+            raise RepositoryError(f"{model}: no committed version {version}")
+        return path
+
+    def manifest(self, model: str, version: int) -> dict[str, Any]:
+        """The registry record (``manifest.json``) of one committed version."""
+        path = self.version_dir(model, version) / MANIFEST_FILENAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RepositoryError(f"{path}: cannot read manifest: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RepositoryError(f"{path}: manifest is not a JSON object")
+        return data
+
+    def list_registry(self) -> list[dict[str, Any]]:
+        """One row per model/version: its manifest plus ``served`` (per the version_policy).
+
+        A version without a readable manifest still gets a row, with an ``error`` field, so a
+        hand-edited repository shows up rather than hiding.
+        """
+        rows: list[dict[str, Any]] = []
+        for model in self.models():
+            versions = self.versions(model)
+            served = self._served(model, versions)
+            for version in versions:
+                row: dict[str, Any] = {"model": model, "version": version}
+                try:
+                    row.update(self.manifest(model, version))
+                except RepositoryError as exc:
+                    row["error"] = str(exc)
+                row["served"] = version in served
+                rows.append(row)
+        return rows
+
+    def _model_dirs(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if _MODEL_NAME.fullmatch(p.name))
+
+    def _served(self, model: str, versions: Sequence[int]) -> set[int]:
+        try:
+            return served_versions(self.config(model), versions)
+        except RepositoryError:
+            return set()
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def begin(self, version: int | None = None) -> Transaction:
+        """Start a build that writes models under ``version`` (default: :meth:`next_version`).
+
+        Use as a context manager; leaving it without :meth:`Transaction.commit` discards the
+        staging area. Two concurrent builds may pick the same number; the later commit fails.
+        """
+        chosen = self.next_version() if version is None else version
+        if chosen < 1:
+            raise RepositoryError(f"version must be a positive integer, got {chosen}")
+        return Transaction(self, chosen)
+
+    def recover(self) -> None:
+        """Roll journaled transactions forward and delete abandoned ones.
+
+        Transactions whose lock is held belong to a live process and are left alone. Journaled
+        ones are replayed in version order so the newest build's config wins.
+        """
+        with _flock(self.staging_root / _REPO_LOCK):
+            held: dict[str, int] = {}  # txn id -> its lock fd, closed if we stop early
+            try:
+                for txn_dir in self._txn_dirs():
+                    fd = _try_lock(self._lock_path(txn_dir.name))
+                    if fd is not None:
+                        held[txn_dir.name] = fd
+                versions: dict[str, int] = {}
+                for txn_id in sorted(held):
+                    journal = _read_journal(self.staging_root / txn_id)
+                    if journal is None:
+                        log.info("discarding abandoned build staging %s", txn_id)
+                        self._remove_txn(txn_id, held.pop(txn_id))
+                    else:
+                        versions[txn_id] = journal["version"]
+                for txn_id in sorted(versions, key=lambda t: (versions[t], t)):
+                    log.warning("completing interrupted commit %s", txn_id)
+                    self._roll_forward(txn_id)
+                    self._remove_txn(txn_id, held.pop(txn_id))
+            finally:
+                for fd in held.values():
+                    os.close(fd)
+            self._remove_orphan_locks()
+
+    def _roll_forward(self, txn_id: str) -> None:
+        txn_dir = self.staging_root / txn_id
+        journal = _read_journal(txn_dir)
+        if journal is None:  # pragma: no cover - we hold its lock, so it cannot vanish
+            raise RepositoryError(f"{txn_dir}: journal disappeared during recovery")
+        self._apply(txn_dir, journal["version"], journal["models"])
+
+    def _txn_dirs(self) -> list[Path]:
+        return [
+            p for p in self.staging_root.iterdir() if p.name.startswith(_TXN_PREFIX) and p.is_dir()
+        ]
+
+    def _lock_path(self, txn_id: str) -> Path:
+        return self.staging_root / f"{txn_id}.lock"
+
+    def _remove_orphan_locks(self) -> None:
+        for path in self.staging_root.glob(f"{_TXN_PREFIX}*.lock"):
+            if (self.staging_root / path.name.removesuffix(".lock")).exists():
+                continue
+            fd = _try_lock(path)
+            if fd is not None:
+                path.unlink(missing_ok=True)
+                os.close(fd)
+
+    def _remove_txn(self, txn_id: str, lock_fd: int) -> None:
+        """Delete a transaction's staging dir and lock; the journal goes first, durably."""
+        txn_dir = self.staging_root / txn_id
+        (txn_dir / JOURNAL_FILENAME).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            _fsync(txn_dir)
+        shutil.rmtree(txn_dir, ignore_errors=True)
+        self._lock_path(txn_id).unlink(missing_ok=True)
+        os.close(lock_fd)
+
+    def _apply(self, txn_dir: Path, version: int, models: Sequence[str]) -> None:
+        """Publish every model of a journaled transaction, then apply retention to them."""
+        for model in models:
+            _publish_model(self.root, txn_dir / "models" / model, model, version)
+        for model in models:
+            self._prune(model, txn_dir / "pruned")
+
+    def _prune(self, model: str, trash: Path) -> None:
+        """Move versions beyond retention out of the root (atomic each), then delete them."""
+        versions = self.versions(model)
+        try:
+            served = served_versions(self.config(model), versions)
+        except RepositoryError:
+            log.warning("%s: unreadable config.pbtxt, not pruning", model)
+            return
+        doomed = plan_prune(versions, served, self.keep_versions)
+        if not doomed:
+            return
+        target = trash / model
+        target.mkdir(parents=True, exist_ok=True)
+        for version in doomed:
+            _move(self.root / model / str(version), target / str(version))
+        _fsync(self.root / model)
+        shutil.rmtree(target, ignore_errors=True)
+
+
+class Transaction:
+    """One build's staged models, published together by :meth:`commit` or not at all."""
+
+    def __init__(self, repo: ModelRepository, version: int) -> None:
+        self.repo = repo
+        self.version = version
+        self._specs: dict[str, ModelConfigSpec] = {}
+        self._manifests: dict[str, dict[str, Any]] = {}
+        self._state = "open"  # open -> journaled -> done | discarded
+        self.txn_id, self._lock_fd = _lock_new_txn(repo.staging_root, version)
+        self.staging_dir = repo.staging_root / self.txn_id
+        try:
+            (self.staging_dir / "models").mkdir(parents=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def models(self) -> list[str]:
+        """Names of the models staged so far."""
+        return sorted(self._specs)
+
+    def model_dir(self, spec: ModelConfigSpec) -> Path:
+        """The staging directory for ``<model>/<version>/``: write model.onnx (and extras) here.
+
+        Calling it again with the same spec returns the same directory; a different spec for
+        the same model is an error, as is a version that the model already has.
+        """
+        self._require_open()
+        known = self._specs.get(spec.name)
+        if known is not None and known != spec:
+            raise RepositoryError(f"{spec.name}: staged twice with different specs")
+        if self.version in self.repo.versions(spec.name):
+            raise RepositoryError(f"{spec.name}: version {self.version} already exists")
+        path = self._staged_version_dir(spec.name)
+        path.mkdir(parents=True, exist_ok=True)
+        self._specs[spec.name] = spec
+        return path
+
+    def set_manifest(self, model: str, manifest: Mapping[str, Any]) -> None:
+        """Record the registry entry for ``model`` (data sha256, code version, metrics...).
+
+        The repository adds ``model``, ``version``, ``committed_at`` and ``model_sha256``;
+        the caller may not set those keys.
+        """
+        self._require_open()
+        if model not in self._specs:
+            raise RepositoryError(f"{model}: call model_dir() before set_manifest()")
+        clash = sorted(RESERVED_MANIFEST_KEYS & set(manifest))
+        if clash:
+            raise RepositoryError(f"{model}: manifest keys {clash} are set by the repository")
+        _dump_json(manifest, f"{model} manifest")  # fail now, not at commit
+        self._manifests[model] = dict(manifest)
+
+    def commit(self) -> None:
+        """Validate every staged model, then publish them all atomically.
+
+        Validation (model.onnx present, config matches the graph) happens before anything is
+        visible; a failure discards the staging area and raises RepositoryError. Once the
+        journal is written the build is committed: if publishing is then interrupted, it is
+        completed the next time the repository is opened.
+        """
+        self._require_open()
+        try:
+            if not self._specs:
+                raise RepositoryError("nothing staged: call model_dir() before commit()")
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+        with _flock(self.repo.staging_root / _REPO_LOCK):
+            try:
+                self._check_versions_free()
+                self._write_journal()
+            except BaseException:
+                if self._state == "open":
+                    self.close()
+                raise
+            try:
+                self.repo._apply(self.staging_dir, self.version, self.models)
+            except BaseException as exc:
+                self._release()  # keep the journaled staging for recovery
+                if isinstance(exc, Exception):
+                    raise RepositoryError(
+                        f"commit of version {self.version} was interrupted after its journal; "
+                        "it will be completed the next time the repository is opened"
+                    ) from exc
+                raise
+            self.repo._remove_txn(self.txn_id, self._take_lock())
+            self._state = "done"
+
+    def close(self) -> None:
+        """Discard the staging area unless committed; idempotent. ``__exit__`` calls this.
+
+        A transaction whose journal exists is never discarded: it is left for recovery.
+        """
+        if self._state == "open":
+            self.repo._remove_txn(self.txn_id, self._take_lock())
+            self._state = "discarded"
+        elif self._state == "journaled":
+            self._release()
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise RepositoryError(f"transaction {self.txn_id} is {self._state}")
+
+    def _staged_model_dir(self, model: str) -> Path:
+        return self.staging_dir / "models" / model
+
+    def _staged_version_dir(self, model: str) -> Path:
+        return self._staged_model_dir(model) / str(self.version)
+
+    def _take_lock(self) -> int:
+        fd, self._lock_fd = self._lock_fd, -1
+        return fd
+
+    def _release(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._take_lock())
+
+    def _prepare(self) -> None:
+        """Validate each staged model and write its config.pbtxt and manifest.json, durably."""
+        committed_at = self._committed_at()
+        for model, spec in self._specs.items():
+            version_dir = self._staged_version_dir(model)
+            onnx_path = version_dir / MODEL_FILENAME
+            if not onnx_path.is_file():
+                raise RepositoryError(f"{model}: {MODEL_FILENAME} was not written to {version_dir}")
+            if (version_dir / MANIFEST_FILENAME).exists():
+                raise RepositoryError(f"{model}: write the manifest with set_manifest()")
+            text = render_config(spec)
+            check_config_matches_onnx(parse_config_text(text, source=model), onnx_path)
+            manifest = {
+                **self._manifests.get(model, {}),
+                "model": model,
+                "version": self.version,
+                "committed_at": committed_at,
+                "model_sha256": _sha256(onnx_path),
+            }
+            _write_durable(version_dir / MANIFEST_FILENAME, _dump_json(manifest, "manifest"))
+            _write_durable(self._staged_model_dir(model) / CONFIG_FILENAME, text.encode())
+        _fsync_tree(self.staging_dir)
+
+    def _committed_at(self) -> str:
+        now = self.repo._clock()
+        if now.tzinfo is None:
+            raise RepositoryError("the repository clock must return timezone-aware datetimes")
+        return now.astimezone(UTC).isoformat()
+
+    def _check_versions_free(self) -> None:
+        for model in self._specs:
+            if self.version in self.repo.versions(model):
+                raise RepositoryError(f"{model}: version {self.version} already exists")
+
+    def _write_journal(self) -> None:
+        """Write COMMIT.json via temp file + rename + dir fsync: from here on, committed."""
+        body = {"format": _JOURNAL_FORMAT, "version": self.version, "models": self.models}
+        tmp = self.staging_dir / f"{JOURNAL_FILENAME}.tmp"
+        _write_durable(tmp, _dump_json(body, "journal"))
+        os.rename(tmp, self.staging_dir / JOURNAL_FILENAME)
+        self._state = "journaled"
+        _fsync(self.staging_dir)
