@@ -102,7 +102,7 @@ class BuildResult:
 
 
 @dataclass
-class _Trained:
+class Trained:
     dataset: Dataset
     split: Split
     features: FeatureTables
@@ -175,7 +175,7 @@ def _done(stage: _Stage) -> None:
     log.info("   %s done in %.1fs", stage.name, time.perf_counter() - stage.started)
 
 
-def train_all(config: BuildConfig, dataset: Dataset) -> _Trained:
+def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
     n_users, n_items = len(dataset.users), len(dataset.items)
     split = time_ordered_split(dataset.interactions)
     log.info(
@@ -224,10 +224,10 @@ def train_all(config: BuildConfig, dataset: Dataset) -> _Trained:
         ", ".join(f"{n}={w:.3f}" for n, w in zip(COMBINER_INPUTS, weights, strict=True)),
     )
     _done(stage)
-    return _Trained(dataset, split, features, retrieval, index, rankers, combiner, valid)
+    return Trained(dataset, split, features, retrieval, index, rankers, combiner, valid)
 
 
-def evaluate(trained: _Trained, config: BuildConfig) -> dict[str, Any]:
+def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
     """Test-split metrics: retrieval, each ranker, the combiner (the pipeline), popularity."""
     split, features = trained.split, trained.features
     n_users = len(trained.dataset.users)
@@ -268,7 +268,7 @@ def _overlap(a: IntArray, b: IntArray) -> float:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class ShipCandidate:
     """A model as it goes into the repository, with what the gate needs to judge it."""
 
     spec: ModelConfigSpec
@@ -284,7 +284,7 @@ def _ort(path: Path) -> Runner:
     return onnx_runner(session(path, threads=1))
 
 
-def candidates_for(trained: _Trained, config: BuildConfig) -> list[_Candidate]:
+def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate]:
     features = trained.features
     n_users, n_items = len(trained.dataset.users), len(trained.dataset.items)
     rng = np.random.default_rng(config.seed + 1)
@@ -341,7 +341,7 @@ def candidates_for(trained: _Trained, config: BuildConfig) -> list[_Candidate]:
         return (make(1), make(257))
 
     out = [
-        _Candidate(
+        ShipCandidate(
             ModelConfigSpec(USER_TOWER, tower_sig, parameters=threads),
             trained.retrieval.user_tower,
             tower_calibration,
@@ -352,7 +352,7 @@ def candidates_for(trained: _Trained, config: BuildConfig) -> list[_Candidate]:
     ]
     for name in RANKERS:
         out.append(
-            _Candidate(
+            ShipCandidate(
                 ModelConfigSpec(
                     name,
                     ranker_sig,
@@ -368,7 +368,7 @@ def candidates_for(trained: _Trained, config: BuildConfig) -> list[_Candidate]:
             )
         )
     out.append(
-        _Candidate(
+        ShipCandidate(
             ModelConfigSpec(
                 COMBINER,
                 COMBINER_SIGNATURE,
@@ -386,7 +386,7 @@ def candidates_for(trained: _Trained, config: BuildConfig) -> list[_Candidate]:
     return out
 
 
-def _ship(candidate: _Candidate, directory: Path, tolerance: float) -> ModelOutcome:
+def ship(candidate: ShipCandidate, directory: Path, tolerance: float) -> ModelOutcome:
     """Export, check parity, quantize and gate; the shipped file becomes ``model.onnx``.
 
     The candidate that did not ship stays beside it (``model.fp32.onnx`` or
@@ -440,7 +440,7 @@ def code_version() -> str:
     return f"{__version__}+g{sha}"
 
 
-def write_serving_artifacts(trained: _Trained, directory: Path) -> None:
+def write_serving_artifacts(trained: Trained, directory: Path) -> None:
     """What the retrieval stage needs beside the tower: the item index and the feature tables."""
     np.save(directory / "item_embeddings.npy", trained.retrieval.item_embeddings)
     trained.index.save(directory / "item_index.faiss")
@@ -450,6 +450,7 @@ def write_serving_artifacts(trained: _Trained, directory: Path) -> None:
 
 
 def run_build(config: BuildConfig) -> BuildResult:
+    """The whole build. The repository is opened first, so a bad ``--out`` fails in seconds."""
     started = time.perf_counter()
     repo = ModelRepository(config.out, keep_versions=config.keep_versions)
     stage = _stage("data")
@@ -457,6 +458,20 @@ def run_build(config: BuildConfig) -> BuildResult:
     log.info("   %s (sha256 %s…)", dataset.summary(), dataset.sha256[:12])
     _done(stage)
     trained = train_all(config, dataset)
+    return publish(config, trained, repo, started=started)
+
+
+def publish(
+    config: BuildConfig,
+    trained: Trained,
+    repo: ModelRepository | None = None,
+    *,
+    started: float | None = None,
+) -> BuildResult:
+    """Evaluate trained models, then export, gate and commit them as one repository version."""
+    started = time.perf_counter() if started is None else started
+    repo = repo or ModelRepository(config.out, keep_versions=config.keep_versions)
+    dataset = trained.dataset
     stage = _stage("evaluation on the test split")
     evaluation = evaluate(trained, config)
     _done(stage)
@@ -465,9 +480,9 @@ def run_build(config: BuildConfig) -> BuildResult:
         stage = _stage(
             f"export, INT8 gate (tolerance {config.int8_tolerance:.1%}) and version {txn.version}"
         )
-        for candidate in candidates_for(trained, config):
+        for candidate in ship_candidates(trained, config):
             directory = txn.model_dir(candidate.spec)
-            outcome = _ship(candidate, directory, config.int8_tolerance)
+            outcome = ship(candidate, directory, config.int8_tolerance)
             outcomes[candidate.spec.name] = outcome
             if candidate.spec.name == USER_TOWER:
                 write_serving_artifacts(trained, directory)

@@ -33,8 +33,9 @@ class RetrievalConfig:
     epochs: int = 30
     batch_size: int = 1024
     learning_rate: float = 3e-3
-    temperature: float = 0.05
+    temperature: float = 0.2
     user_id_dropout: float = 0.1  # trains the "unknown user" embedding (id 0) for cold start
+    log_q_correction: bool = True
 
 
 @dataclass
@@ -91,7 +92,9 @@ def train_retrieval(
             own = torch.where(own == (items + 1)[:, None], torch.zeros_like(own), own)
             u = user_tower(ids[:, None], user_dense[users], own)
             v = item_tower(items + 1, item_dense[items])
-            logits = u @ v.T / config.temperature - log_q[items][None, :]
+            logits = u @ v.T / config.temperature
+            if config.log_q_correction:
+                logits = logits - log_q[items][None, :]
             # Another row's positive that is the same item is not a negative.
             same = (items[None, :] == items[:, None]) & ~torch.eye(len(rows), dtype=torch.bool)
             logits = logits.masked_fill(same, float("-inf"))

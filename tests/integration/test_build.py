@@ -1,0 +1,181 @@
+"""A real build end to end: repository layout, configs against ONNX, manifests, versions,
+reproducibility, and what a killed build leaves behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.integration.conftest import SmallConfig
+from training.build import COMBINER, RANKERS, USER_TOWER, BuildConfig, BuildResult, run_build
+from training.onnx_export import session
+from training.repository import ModelRepository, check_config_matches_onnx, parse_config
+
+MODELS = (USER_TOWER, *RANKERS, COMBINER)
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_build_writes_every_model_as_one_version(built: tuple[BuildConfig, BuildResult]) -> None:
+    config, result = built
+    repo = ModelRepository(config.out)
+    assert repo.models() == sorted(MODELS)
+    for name in MODELS:
+        assert repo.versions(name) == [result.version]
+        directory = repo.version_dir(name, result.version)
+        config_pb = parse_config(config.out / name / "config.pbtxt")
+        assert config_pb.platform == "onnxruntime_onnx"
+        assert config_pb.max_batch_size > 0
+        assert config_pb.dynamic_batching.max_queue_delay_microseconds > 0
+        check_config_matches_onnx(config_pb, directory / "model.onnx")
+        model = onnx.load(str(directory / "model.onnx"))
+        assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {18}
+        assert not list(directory.glob("*.data"))  # one self-contained file
+        session(directory / "model.onnx")  # loads in onnxruntime
+
+
+def test_manifest_is_the_registry_record(built: tuple[BuildConfig, BuildResult]) -> None:
+    config, result = built
+    repo = ModelRepository(config.out)
+    for name in MODELS:
+        manifest = repo.manifest(name, result.version)
+        assert manifest["data_sha256"].startswith("synthetic:")
+        assert manifest["seed"] == config.seed
+        assert manifest["code_version"]
+        assert manifest["parity_max_abs_error"] <= 1e-4
+        shipped = manifest["quantization"]["shipped"]
+        assert shipped in ("int8", "fp32")
+        model_file = repo.version_dir(name, result.version) / "model.onnx"
+        assert manifest["model_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+        ops = {n.op_type for n in onnx.load(str(model_file)).graph.node}
+        assert ("QuantizeLinear" in ops) == (shipped == "int8")
+        if name != COMBINER:
+            gate = manifest["quantization"]
+            assert gate["passed"] == (shipped == "int8")
+            assert gate["tolerance"] == config.int8_tolerance
+    tower = repo.version_dir(USER_TOWER, result.version)
+    for artifact in ("item_index.faiss", "item_embeddings.npy", "features.npz", "ids.json"):
+        assert (tower / artifact).is_file()
+
+
+def test_evaluation_report_beats_popularity_on_learnable_data(
+    built: tuple[BuildConfig, BuildResult],
+) -> None:
+    _, result = built
+    report = json.loads(result.report_path.read_text())
+    ev = report["evaluation"]
+    assert ev["retrieval"]["recall@100"] > ev["popularity"]["recall@100"]
+    assert ev["pipeline"]["ndcg@10"] > ev["popularity"]["ndcg@10"]
+    for name in RANKERS:
+        assert 0.5 < ev[name]["auc"] <= 1.0
+    assert ev["retrieval"]["ann_recall@100_vs_exact"] > 0.95
+
+
+def test_next_build_adds_a_version_and_is_reproducible(
+    built: tuple[BuildConfig, BuildResult],
+) -> None:
+    config, first = built
+    second = run_build(config)
+    assert second.version == first.version + 1
+    repo = ModelRepository(config.out)
+    for name in MODELS:
+        assert repo.versions(name) == [first.version, second.version]
+    # Same data, seed and code: the same models and the same metrics.
+    assert second.evaluation == first.evaluation
+    for name in (USER_TOWER, *RANKERS):
+        a = repo.version_dir(name, first.version)
+        b = repo.version_dir(name, second.version)
+        fp32_a = a / ("model.fp32.onnx" if (a / "model.fp32.onnx").exists() else "model.onnx")
+        fp32_b = b / ("model.fp32.onnx" if (b / "model.fp32.onnx").exists() else "model.onnx")
+        weights_a = {
+            i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(fp32_a)).graph.initializer
+        }
+        weights_b = {
+            i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(fp32_b)).graph.initializer
+        }
+        assert weights_a.keys() == weights_b.keys()
+        assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_killed_build_leaves_the_repository_as_it_was(
+    tmp_path: Path, small_config: SmallConfig, built: tuple[BuildConfig, BuildResult]
+) -> None:
+    config = small_config(tmp_path, retrieval_epochs=200)  # long enough to be killed mid-run
+    repo_root = config.out
+    shutil.copytree(built[0].out, repo_root)  # an existing repository with a version
+    versions = ModelRepository(repo_root).versions(USER_TOWER)
+    before = tree(repo_root)
+    script = (
+        "import sys; from training.build import BuildConfig, run_build; "
+        "run_build(BuildConfig.model_validate_json(sys.argv[1]))"
+    )
+    log = tmp_path / "child.log"
+    with log.open("wb") as sink:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, config.model_dump_json()],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=sink,
+            stderr=sink,
+        )
+        try:
+            time.sleep(8)  # loading and training; the repository is not touched until the end
+            assert child.poll() is None, log.read_text()
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.wait()
+    assert tree(repo_root) == before
+    assert ModelRepository(repo_root).versions(USER_TOWER) == versions  # recovery adds nothing
+    assert tree(repo_root) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("user_id,item_id,timestamp\nu1,i1,10\nu1,i2,x\n", 3, "timestamp"),
+        ("user_id,item_id,rating,timestamp\nu1,i1,5\n", 2, None),
+    ],
+)
+def test_cli_reports_bad_data_with_file_line_and_field(
+    tmp_path: Path, text: str, line: int, field: str | None
+) -> None:
+    path = tmp_path / "logs.csv"
+    path.write_text(text)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "build",
+            "--interactions",
+            str(path),
+            "-q",
+            "--out",
+            str(tmp_path / "repo"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"{path}, line {line}" in done.stderr
+    if field:
+        assert f"field {field!r}" in done.stderr
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
