@@ -26,29 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from training.build import COMBINER, RANKERS, USER_TOWER  # noqa: E402
-from training.features import FeatureTables, load_features  # noqa: E402
-from training.feeds import Feed, ranker_feed, user_feed  # noqa: E402
+from training.features import load_features  # noqa: E402
+from training.feeds import Feed, random_feeds  # noqa: E402
 from training.quantization import time_session  # noqa: E402
 from training.repository import ModelRepository  # noqa: E402
 
 MODELS = (USER_TOWER, *RANKERS, COMBINER)
-
-
-def feeds(features: FeatureTables, rng: np.random.Generator) -> dict[str, Callable[[int], Feed]]:
-    n_users, n_items = features.user_dense.shape[0], features.item_dense.shape[0]
-
-    def tower(batch: int) -> Feed:
-        return user_feed(features, rng.integers(0, n_users, size=batch))
-
-    def ranker(batch: int) -> Feed:
-        return ranker_feed(
-            features, rng.integers(0, n_users, size=batch), rng.integers(0, n_items, size=batch)
-        )
-
-    def combiner(batch: int) -> Feed:
-        return {"logits": rng.normal(size=(batch, 2)).astype(np.float32)}
-
-    return {USER_TOWER: tower, RANKERS[0]: ranker, RANKERS[1]: ranker, COMBINER: combiner}
 
 
 def precision_paths(directory: Path, shipped: str) -> dict[str, Path]:
@@ -64,7 +47,7 @@ def bench_model(
 ) -> dict[str, float]:
     """p50 ms per precision and batch; rounds alternate precisions to share the noise."""
     samples: dict[str, list[float]] = {}
-    for batch, repeats in ((1, 200), (1000, 20)):
+    for batch, repeats in ((1, 300), (1000, 50)):
         feed = make(batch)
         for _ in range(rounds):
             for label, path in paths.items():
@@ -77,7 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=ROOT / "model_repo")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quantization.json")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     repo = ModelRepository(args.repo)
@@ -92,7 +75,9 @@ def main() -> int:
     version = max(repo.versions(USER_TOWER))
     tower_dir = repo.version_dir(USER_TOWER, version)
     features = load_features(tower_dir / "features.npz")
-    makers = feeds(features, np.random.default_rng(0))
+    kinds = random_feeds(features, np.random.default_rng(0))
+    makers = {USER_TOWER: kinds["user_tower"], COMBINER: kinds["combiner"]}
+    makers.update({name: kinds["ranker"] for name in RANKERS})
 
     result: dict[str, Any] = {
         "version": version,

@@ -33,7 +33,15 @@ from training.evaluation import (
     score_candidates,
 )
 from training.features import FeatureTables, build_features
-from training.feeds import Feed, Runner, onnx_runner, ranker_feed, torch_runner, user_feed
+from training.feeds import (
+    Feed,
+    Runner,
+    onnx_runner,
+    random_feeds,
+    ranker_feed,
+    torch_runner,
+    user_feed,
+)
 from training.movielens import load_movielens_100k
 from training.networks import (
     COMBINER_INPUTS,
@@ -45,7 +53,7 @@ from training.networks import (
     user_tower_signature,
 )
 from training.onnx_export import check_parity, export_onnx, session
-from training.quantization import GateResult, int8_gate, quantize_int8, time_session
+from training.quantization import GateResult, agreement, int8_gate, quantize_int8, time_session
 from training.ranking import RankingConfig, fit_combiner, labelled_pairs, train_ranker
 from training.readers import read_dataset
 from training.repository import ModelConfigSpec, ModelRepository
@@ -286,7 +294,7 @@ def _ort(path: Path) -> Runner:
 
 def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate]:
     features = trained.features
-    n_users, n_items = len(trained.dataset.users), len(trained.dataset.items)
+    n_users = len(trained.dataset.users)
     rng = np.random.default_rng(config.seed + 1)
     dim = trained.retrieval.item_embeddings.shape[1]
     tower_sig = user_tower_signature(features.layout, dim)
@@ -297,11 +305,7 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
     valid_candidates = trained.valid.items
     depth = valid_candidates.shape[1]
 
-    def users(n: int) -> IntArray:
-        return rng.integers(0, n_users, size=n)
-
-    def pairs(n: int) -> tuple[IntArray, IntArray]:
-        return rng.integers(0, n_users, size=n), rng.integers(0, n_items, size=n)
+    speed = random_feeds(features, rng)
 
     def tower_calibration() -> Iterator[Feed]:
         calib = np.random.default_rng(config.seed + 2)
@@ -328,15 +332,6 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
         scores = score_candidates(_ort(path), features, valid_es.users, valid_candidates)
         return ranking_metrics(valid_candidates, scores, valid_es)["ndcg@10"]
 
-    def tower_speed(batch: int) -> Feed:
-        return user_feed(features, users(batch))
-
-    def ranker_speed(batch: int) -> Feed:
-        return ranker_feed(features, *pairs(batch))
-
-    def combiner_speed(batch: int) -> Feed:
-        return {"scores": rng.normal(size=(batch, len(COMBINER_INPUTS))).astype(np.float32)}
-
     def parity(make: Callable[[int], Feed]) -> tuple[Feed, ...]:
         return (make(1), make(257))
 
@@ -345,9 +340,9 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
             ModelConfigSpec(USER_TOWER, tower_sig, parameters=threads),
             trained.retrieval.user_tower,
             tower_calibration,
-            parity(tower_speed),
+            parity(speed["user_tower"]),
             tower_metric,
-            tower_speed,
+            speed["user_tower"],
         )
     ]
     for name in RANKERS:
@@ -362,9 +357,9 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
                 ),
                 trained.rankers[name],
                 ranker_calibration,
-                parity(ranker_speed),
+                parity(speed["ranker"]),
                 ranker_metric,
-                ranker_speed,
+                speed["ranker"],
             )
         )
     out.append(
@@ -378,9 +373,9 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
             ),
             trained.combiner,
             lambda: iter(()),
-            parity(combiner_speed),
+            parity(speed["combiner"]),
             None,  # four parameters: nothing for INT8 to speed up, so it is not quantized
-            combiner_speed,
+            speed["combiner"],
         )
     )
     return out
@@ -405,7 +400,11 @@ def ship(candidate: ShipCandidate, directory: Path, tolerance: float) -> ModelOu
         layers = QUANTIZED_LAYERS.get(type(candidate.module).__name__)
         quantize_int8(paths["fp32"], paths["int8"], candidate.calibration(), layers=layers)
         metric = candidate.gate_metric
-        gate = int8_gate(metric(paths["fp32"]), metric(paths["int8"]), tolerance, metric="ndcg10")
+        probe = candidate.parity_feeds[-1]
+        agree = agreement(_ort(paths["fp32"])(probe), _ort(paths["int8"])(probe))
+        gate = int8_gate(
+            metric(paths["fp32"]), metric(paths["int8"]), tolerance, "ndcg10", agreement=agree
+        )
         log.info("   %s: %s", name, gate.reason)
     shipped = gate.shipped if gate else "fp32"
     os.replace(paths[shipped], directory / "model.onnx")

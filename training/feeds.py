@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from training.features import FeatureTables
+from training.networks import COMBINER_INPUTS
 from training.signature import Signature
 from training.tables import FloatArray, IntArray
 
@@ -81,3 +82,26 @@ def run_chunked(run: Runner, feed: Mapping[str, npt.NDArray[np.generic]], chunk:
         run({k: v[start : start + chunk] for k, v in feed.items()}) for start in range(0, n, chunk)
     ]
     return np.concatenate(parts, axis=0)
+
+
+def random_feeds(
+    features: FeatureTables, rng: np.random.Generator
+) -> dict[str, Callable[[int], Feed]]:
+    """Feeds of a given batch size with random users and items, per model kind.
+
+    For parity checks and latency measurements, where realistic values matter but the choice
+    of users does not. Keys: ``user_tower``, ``ranker``, ``combiner``.
+    """
+    n_users, n_items = features.user_dense.shape[0], features.item_dense.shape[0]
+
+    def tower(batch: int) -> Feed:
+        return user_feed(features, rng.integers(0, n_users, size=batch))
+
+    def ranker(batch: int) -> Feed:
+        users = rng.integers(0, n_users, size=batch)
+        return ranker_feed(features, users, rng.integers(0, n_items, size=batch))
+
+    def combiner(batch: int) -> Feed:
+        return {"scores": rng.normal(size=(batch, len(COMBINER_INPUTS))).astype(np.float32)}
+
+    return {"user_tower": tower, "ranker": ranker, "combiner": combiner}

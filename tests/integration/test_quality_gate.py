@@ -33,6 +33,8 @@ def test_good_calibration_keeps_quality(
     outcome = ship(candidate, tmp_path, tolerance=0.05)
     assert outcome.gate is not None
     assert abs(outcome.gate.rel_delta) < 0.05
+    assert outcome.gate.agreement is not None
+    assert outcome.gate.agreement > 0.99
     assert outcome.parity_max_abs_error <= 1e-4
 
 
@@ -47,7 +49,9 @@ def test_bad_calibration_fails_the_gate_and_fp32_ships(
     assert outcome.gate is not None
     assert not outcome.gate.passed
     assert outcome.gate.shipped == "fp32"
-    assert outcome.gate.rel_delta > config.int8_tolerance
+    # Either the metric or the agreement with FP32 gives the bad model away; on this small
+    # synthetic set the metric alone can even improve by chance.
+    assert outcome.gate.rel_delta > config.int8_tolerance or (outcome.gate.agreement or 0) < 0.99
     assert "shipping fp32" in outcome.gate.reason
     shipped = {n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node}
     assert "QuantizeLinear" not in shipped  # model.onnx is the FP32 export

@@ -16,7 +16,7 @@ from torch import nn
 
 from training.errors import ExportError
 from training.onnx_export import export_onnx, session
-from training.quantization import GateResult, int8_gate, quantize_int8, time_session
+from training.quantization import GateResult, agreement, int8_gate, quantize_int8, time_session
 from training.signature import Signature, TensorSpec
 
 D_IN = 256
@@ -279,3 +279,20 @@ def test_gate_non_finite_fails_safe() -> None:
     assert math.isnan(result.rel_delta)
     with pytest.raises(ValueError, match="tolerance"):
         int8_gate(0.3, 0.3, tolerance=-0.01)
+
+
+def test_gate_fails_on_low_agreement_even_when_the_metric_improves() -> None:
+    result = int8_gate(0.10, 0.13, 0.01, agreement=0.42)
+    assert not result.passed
+    assert result.shipped == "fp32"
+    assert "correlate only 0.420" in result.reason
+    assert int8_gate(0.10, 0.0995, 0.01, agreement=0.995).passed
+
+
+def test_agreement_of_outputs() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(100, 4)).astype(np.float32)
+    assert agreement(a, a) == 1.0
+    assert agreement(a, a + 0.01 * rng.normal(size=a.shape)) > 0.99
+    assert agreement(a, rng.normal(size=a.shape)) < 0.5
+    assert agreement(a, np.zeros_like(a)) == 0.0
