@@ -20,12 +20,10 @@ exporter is tried once and the fallback is logged, since the two produce differe
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ import onnxruntime as ort
 import torch
 
 from training.errors import ExportError
+from training.quiet import captured
 from training.signature import DType, Signature, TensorSpec
 
 logger = logging.getLogger("cascade.training")
@@ -253,7 +252,7 @@ def _export_dynamo(
         }
         for spec in signature.inputs
     )
-    with _quiet_exporter():
+    with captured("exporter", _NOISY_LOGGERS):
         program = torch.onnx.export(
             module,
             args,
@@ -284,7 +283,7 @@ def _export_torchscript(
         dynamic_axes[spec.name] = axes
     with tempfile.TemporaryDirectory(prefix="cascade-onnx-") as tmp:
         target = Path(tmp) / "model.onnx"
-        with _quiet_exporter():
+        with captured("exporter", _NOISY_LOGGERS):
             torch.onnx.export(
                 module,
                 args,
@@ -299,47 +298,6 @@ def _export_torchscript(
                 verbose=False,
             )
         return onnx.load(str(target))
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Keep the exporters' chatter out of the build log, but not out of reach.
-
-    The exporters print progress to stdout, print partial FX graphs to stderr on failure, warn
-    through ``warnings`` (deprecations inside torch and onnxscript, axis-renaming notes) and
-    through torch's loggers (e.g. "torchvision is not installed"), and the onnxscript optimiser
-    logs every pass at INFO. None of it is actionable for a model build: a failure reaches the
-    caller as an exception. Warnings and printed text are re-logged at DEBUG on
-    ``cascade.training`` so ``-v`` runs can still see them; the third-party loggers are raised
-    to ERROR meanwhile. Note: the stream redirects and logger levels are process-wide, so
-    concurrent exports in threads share the quiet period.
-    """
-    noisy = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    previous_levels = [lg.level for lg in noisy]
-    stdout = io.StringIO()
-    stderr = io.StringIO()
-    caught: list[warnings.WarningMessage] = []
-    for lg in noisy:
-        lg.setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(record=True) as recorded,
-            contextlib.redirect_stdout(stdout),
-            contextlib.redirect_stderr(stderr),
-        ):
-            warnings.simplefilter("always")
-            try:
-                yield
-            finally:
-                caught.extend(recorded)
-    finally:
-        for lg, level in zip(noisy, previous_levels, strict=True):
-            lg.setLevel(level)
-        for w in caught:
-            logger.debug("exporter warning: %s: %s", w.category.__name__, w.message)
-        for line in (stdout.getvalue() + stderr.getvalue()).splitlines():
-            if line.strip():
-                logger.debug("exporter: %s", line)
 
 
 @contextlib.contextmanager

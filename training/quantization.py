@@ -46,15 +46,12 @@ Batch 1 is dispatch-bound (0.015-0.03 ms either way) and gains little.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import math
 import os
 import tempfile
 import time
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +70,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from training.errors import ExportError
 from training.onnx_export import session
+from training.quiet import captured
 
 logger = logging.getLogger("cascade.training")
 
@@ -147,7 +145,7 @@ def quantize_int8(
         with tempfile.TemporaryDirectory(prefix="cascade-quant-") as work:
             pre = Path(work) / "preprocessed.onnx"
             try:
-                with _quiet_quantizer():
+                with captured("quantizer", ("onnxruntime",), _QUANTIZER_PATH):
                     _pre_process(fp32_path, pre)
                     exclude = [] if layers is None else _nodes_outside(pre, tuple(layers))
                     quantize_static(
@@ -206,6 +204,9 @@ class GateResult:
     reason: str
     agreement: float | None = None  # correlation of INT8's outputs with FP32's
 
+
+#: Where ORT's quantizer lives; it logs through the root logger.
+_QUANTIZER_PATH = "onnxruntime/quantization"
 
 #: Least correlation between INT8 and FP32 outputs for INT8 to count as the same model.
 MIN_AGREEMENT = 0.99
@@ -426,65 +427,6 @@ def _nodes_outside(path: Path, prefixes: tuple[str, ...]) -> list[str]:
         if not any(w.startswith(prefixes) for w in named):
             outside.append(node.name)
     return outside
-
-
-class _Swallow(logging.Filter):
-    """Root-logger filter that diverts ORT quantization's ``logging.warning(...)`` calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if f"onnxruntime{os.sep}quantization" in record.pathname:
-            self.records.append(record)
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """Keep ORT's quantization chatter out of the build log, re-logged at DEBUG.
-
-    The quantizer logs through the *root* logger (``logging.warning(...)``), which would also
-    call ``logging.basicConfig()`` behind the application's back when root has no handler; the
-    histogram calibrators ``print`` progress. A temporary NullHandler prevents the implicit
-    basicConfig, a root filter diverts the records, and stdout/stderr are captured.
-    """
-    root = logging.getLogger()
-    guard = logging.NullHandler() if not root.handlers else None
-    swallow = _Swallow()
-    ort_logger = logging.getLogger("onnxruntime")
-    previous_level = ort_logger.level
-    out = io.StringIO()
-    caught: list[warnings.WarningMessage] = []
-    if guard is not None:
-        root.addHandler(guard)
-    root.addFilter(swallow)
-    ort_logger.setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(record=True) as recorded,
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(out),
-        ):
-            warnings.simplefilter("always")
-            try:
-                yield
-            finally:
-                caught.extend(recorded)
-    finally:
-        ort_logger.setLevel(previous_level)
-        root.removeFilter(swallow)
-        if guard is not None:
-            root.removeHandler(guard)
-        for record in swallow.records:
-            logger.debug("quantizer %s: %s", record.levelname.lower(), record.getMessage())
-        for w in caught:
-            logger.debug("quantizer warning: %s: %s", w.category.__name__, w.message)
-        for line in out.getvalue().splitlines():
-            if line.strip():
-                logger.debug("quantizer: %s", line)
 
 
 def _num(x: float) -> str:

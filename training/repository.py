@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2
 
+from training.digest import sha256_file
 from training.errors import RepositoryError
 from training.signature import Signature, TensorSpec
 
@@ -394,14 +394,6 @@ def _write_durable(path: Path, data: bytes) -> None:
 def _move(src: Path, dst: Path) -> None:
     """Atomically rename ``src`` to ``dst`` (same filesystem). A seam for crash tests."""
     os.rename(src, dst)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dump_json(data: Mapping[str, Any], what: str) -> bytes:
@@ -884,7 +876,7 @@ class Transaction:
                 "model": model,
                 "version": self.version,
                 "committed_at": committed_at,
-                "model_sha256": _sha256(onnx_path),
+                "model_sha256": sha256_file(onnx_path),
             }
             _write_durable(version_dir / MANIFEST_FILENAME, _dump_json(manifest, "manifest"))
             _write_durable(self._staged_model_dir(model) / CONFIG_FILENAME, text.encode())
