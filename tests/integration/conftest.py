@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from inference.triton.server import TritonServer
 from training.build import BuildConfig, BuildResult, Trained, load_dataset, publish, train_all
 from training.synthetic import SyntheticConfig
 
@@ -47,3 +48,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[BuildConfig, Trai
 def built(trained: tuple[BuildConfig, Trained]) -> tuple[BuildConfig, BuildResult]:
     config, models = trained
     return config, publish(config, models)
+
+
+@pytest.fixture(scope="session")
+def built_repo(built: tuple[BuildConfig, BuildResult]) -> Path:
+    """A canonical repository with the four models (a small synthetic build)."""
+    return built[0].out
+
+
+@pytest.fixture(scope="session")
+def triton(built_repo: Path) -> Iterator[TritonServer]:
+    """One real tritonserver per test session, serving ``built_repo`` through the shim."""
+    with TritonServer(built_repo) as server:
+        yield server

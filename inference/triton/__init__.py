@@ -1,0 +1,1 @@
+"""Real Triton Inference Server: launcher, python-backend shim, client adapter."""

@@ -1,0 +1,290 @@
+"""Launcher for the real tritonserver bundled in the nvidia-pytriton wheel.
+
+It owns everything a local Triton needs and nothing is left to the user's shell: the
+environment the binary needs (the wheel's ``nvidia_pytriton.libs`` and the interpreter's
+LIBDIR on ``LD_LIBRARY_PATH``, this interpreter's ``bin`` first on ``PATH`` so the python
+backend's stub runs in an environment with numpy < 2 and onnxruntime), a backend directory
+with the stub for this Python version, a runtime repository (see :mod:`inference.triton.shim`),
+free ports, explicit model control, readiness polling with a timeout, a captured log, and a
+clean shutdown that also removes the python backend's shared-memory regions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from inference.errors import InferenceError, Unavailable
+from inference.triton.shim import build_runtime_repository, sync_model
+from training.repository import ModelRepository
+
+log = logging.getLogger("cascade.inference")
+
+SHM_DIR = Path("/dev/shm")
+
+
+def _pytriton_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")  # located, not imported: importing is slow
+    if spec is None or spec.origin is None:
+        raise InferenceError("nvidia-pytriton is not installed; it carries the local tritonserver")
+    return Path(spec.origin).resolve().parent / "tritonserver"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment tritonserver needs: its libraries, and this interpreter for the stub."""
+    env = dict(os.environ if base is None else base)
+    root = _pytriton_root()
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    paths = [str(libs), libdir, env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in paths if p)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def backend_directory(target: Path) -> Path:
+    """A backend dir whose python backend has the stub built for this Python version."""
+    root = _pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise InferenceError(f"nvidia-pytriton has no python backend stub for Python {version}")
+    python = target / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for source in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        link = python / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return target
+
+
+@dataclass
+class TritonServer:
+    """One local tritonserver serving (a runtime twin of) a canonical model repository.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``models`` are loaded
+    at start (explicit model control: nothing else is loaded behind your back).
+    """
+
+    repository: Path
+    models: Sequence[str] | None = None
+    startup_timeout_s: float = 60.0
+    workdir: Path | None = None
+    extra_args: Sequence[str] = ()
+    http_port: int = 0
+    grpc_port: int = 0
+    metrics_port: int = 0
+    #: False serves every model without Triton's dynamic batcher (for measuring it).
+    dynamic_batching: bool = True
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    #: Names this server's python-backend shared-memory regions, so a killed server's can be
+    #: found and removed (by default they are named by random UUIDs).
+    shm_prefix: str = field(default_factory=lambda: f"cascade_{uuid.uuid4().hex[:12]}_")
+    log_path: Path = field(default=Path(), init=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def runtime_repository(self) -> Path:
+        return self._workdir / "repository"
+
+    @property
+    def _workdir(self) -> Path:
+        if self.workdir is not None:
+            return self.workdir
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="cascade-triton-")
+        return Path(self._tmp.name)
+
+    def command(self) -> list[str]:
+        models = self.models or ModelRepository(self.repository).models()
+        return [
+            str(_pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.runtime_repository}",
+            f"--backend-directory={backend_directory(self._workdir / 'backends')}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--model-control-mode=explicit",
+            *(f"--load-model={name}" for name in models),
+            "--exit-on-error=false",
+            # Ready = the server is up, even if a model failed to load: one corrupt model
+            # must not take the others down. Per-model state is checked after start.
+            "--strict-readiness=false",
+            "--log-verbose=0",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *self.extra_args,
+        ]
+
+    def start(self) -> TritonServer:
+        if self.process is not None:
+            raise InferenceError("this server is already started")
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        build_runtime_repository(
+            self.repository, self.runtime_repository, self.models, batching=self.dynamic_batching
+        )
+        for name in ("http_port", "grpc_port", "metrics_port"):
+            if not getattr(self, name):
+                setattr(self, name, free_port())
+        self.log_path = self._workdir / "tritonserver.log"
+        command = self.command()
+        log.info("starting tritonserver on %s (log: %s)", self.http_url, self.log_path)
+        with self.log_path.open("wb") as sink:
+            self.process = subprocess.Popen(
+                command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=server_environment(),
+                start_new_session=True,  # Ctrl-C in the terminal reaches us, not it
+            )
+        try:
+            self.wait_ready(self.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        for name, (state, reason) in self.model_states().items():
+            if state != "READY":
+                log.error("%s failed to load (%s): %s", name, state, reason)
+        return self
+
+    def model_states(self) -> dict[str, tuple[str, str]]:
+        """``name/version`` -> (state, reason) from Triton's repository index."""
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            rows = json.loads(response.read())
+        return {
+            f"{row['name']}/{row.get('version', '')}": (
+                row.get("state", "UNKNOWN"),
+                row.get("reason", ""),
+            )
+            for row in rows
+        }
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll ``/v2/health/ready`` until it answers 200; fail with the log's tail."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise Unavailable(
+                    f"tritonserver exited with status {self.process.returncode}: {self.log_tail()}"
+                )
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise Unavailable(f"tritonserver not ready after {timeout_s:.0f}s: {self.log_tail()}")
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def sync(self, model: str) -> list[int]:
+        """Mirror a model's canonical versions into the runtime repository (before a load)."""
+        return sync_model(
+            ModelRepository(self.repository),
+            self.runtime_repository,
+            model,
+            batching=self.dynamic_batching,
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (Triton drains in-flight requests), SIGKILL after the timeout, then clean."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not stop in %.0fs; killing it", timeout_s)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process is not None:
+            remove_shared_memory(self.shm_prefix)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def remove_shared_memory(prefix: str) -> list[Path]:
+    """Remove the python backend's shm regions named with ``prefix`` (a killed server leaks
+    them; a clean stop leaves none)."""
+    removed = []
+    for region in SHM_DIR.glob(f"{prefix}*"):
+        try:
+            region.unlink()
+            removed.append(region)
+        except OSError:
+            continue
+    return removed
+
+
+def which_tritonserver() -> Path | None:
+    """The bundled binary, or None when nvidia-pytriton is not installed."""
+    try:
+        path = _pytriton_root() / "bin" / "tritonserver"
+    except InferenceError:
+        return None
+    return path if path.exists() else None

@@ -1,0 +1,107 @@
+"""Serving behaviour of a real Triton: dynamic batching happens, and a model rolls to a new
+version under continuous load without a failed request."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+
+from inference.errors import InferenceError
+from inference.triton.client import TritonClient
+from inference.triton.server import TritonServer
+from training.features import load_features
+from training.feeds import Feed, random_feeds
+from training.repository import ModelRepository
+
+
+def ranker_feed(repo: Path, batch: int) -> Feed:
+    tower = ModelRepository(repo)
+    version = max(tower.versions("user_tower"))
+    features = load_features(tower.version_dir("user_tower", version) / "features.npz")
+    return random_feeds(features, np.random.default_rng(0))["ranker"](batch)
+
+
+def counter(metrics_url: str, name: str, model: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} ([0-9.e+]+)$'
+    return sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
+
+
+async def burst(url: str, model: str, feed: Feed, concurrency: int, per_client: int) -> None:
+    client = grpcclient.InferenceServerClient(url)
+    inputs = []
+    for name, value in feed.items():
+        dtype = "INT64" if value.dtype == np.int64 else "FP32"
+        tensor = grpcclient.InferInput(name, list(value.shape), dtype)
+        tensor.set_data_from_numpy(np.ascontiguousarray(value))
+        inputs.append(tensor)
+
+    async def worker() -> None:
+        for _ in range(per_client):
+            await client.infer(model, inputs)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await client.close()
+
+
+def test_concurrent_requests_are_batched_by_triton(triton: TritonServer, built_repo: Path) -> None:
+    model = "ranker_mlp"
+    before_inf = counter(triton.metrics_url, "nv_inference_count", model)
+    before_exec = counter(triton.metrics_url, "nv_inference_exec_count", model)
+    asyncio.run(burst(triton.grpc_url, model, ranker_feed(built_repo, 1), 32, 20))
+    inferences = counter(triton.metrics_url, "nv_inference_count", model) - before_inf
+    executions = counter(triton.metrics_url, "nv_inference_exec_count", model) - before_exec
+    assert inferences == 32 * 20
+    assert executions < inferences / 2  # many requests per model execution
+
+
+def test_version_roll_under_load_loses_no_request(built_repo: Path, tmp_path: Path) -> None:
+    repo_root = tmp_path / "model_repo"
+    shutil.copytree(built_repo, repo_root)
+    model = "ranker_dcn"
+    feed = ranker_feed(repo_root, 4)
+    with TritonServer(repo_root, models=[model], workdir=tmp_path / "t") as server:
+        client = TritonClient(server.grpc_url, protocol="grpc")
+        old = max(ModelRepository(repo_root).versions(model))
+        errors: list[BaseException] = []
+        served = 0
+        stop = threading.Event()
+
+        def load() -> None:
+            nonlocal served
+            caller = TritonClient(server.grpc_url, protocol="grpc")
+            while not stop.is_set():
+                try:
+                    caller.infer(model, feed, timeout_s=10)
+                    served += 1
+                except InferenceError as e:
+                    errors.append(e)
+            caller.close()
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            # A new version next to the old one (same weights, new number), as a build adds.
+            repo = ModelRepository(repo_root)
+            new = old + 1
+            shutil.copytree(repo.version_dir(model, old), repo_root / model / str(new))
+            server.sync(model)
+            client.load_model(model)
+            versions = client.model_versions(model)
+            assert new in versions
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        client.close()
+    assert not errors, errors[:3]
+    assert served > 50
