@@ -42,6 +42,7 @@ typecheck: $(STAMP)
 ## Benchmarks write JSON under benchmarks/results/.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quantization.py
+	$(BIN)/python benchmarks/triton.py
 
 clean:
 	rm -rf build .model_repo-staging .mypy_cache .ruff_cache .pytest_cache

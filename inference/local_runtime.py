@@ -32,6 +32,7 @@ from inference.errors import (
     ServerError,
     Unavailable,
 )
+from inference.metrics import RUNTIME_FALLBACKS, record_runtime
 from inference.runtime import ModelRuntime, Tensors
 from inference.triton.client import TritonClient, TritonProtocol
 from inference.validation import (
@@ -269,6 +270,20 @@ def choose_runtime(
     models now run in-process, and raises ``Unavailable`` when there is no ``repository`` to
     fall back on. Check ``.kind`` for what was chosen.
     """
+    runtime = _choose(mode, repository, url, protocol, probe_timeout_s, intra_op_threads, versions)
+    record_runtime(runtime.kind)
+    return runtime
+
+
+def _choose(
+    mode: RuntimeMode,
+    repository: Path | None,
+    url: str,
+    protocol: TritonProtocol,
+    probe_timeout_s: float,
+    intra_op_threads: int,
+    versions: Mapping[str, int] | None,
+) -> ModelRuntime:
     if mode == "triton":
         return TritonClient(url, protocol)
     if mode not in ("onnxruntime", "auto"):
@@ -295,6 +310,7 @@ def choose_runtime(
             reason,
             repository,
         )
+        RUNTIME_FALLBACKS.inc()
     if repository is None:
         raise ValueError("the onnxruntime runtime needs a model repository path")
     return OnnxRuntime(repository, intra_op_threads=intra_op_threads, versions=versions)

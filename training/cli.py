@@ -103,6 +103,45 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _triton(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from inference.errors import InferenceError
+    from inference.triton.server import TritonServer
+
+    server = TritonServer(
+        args.repo,
+        models=args.model or None,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        dynamic_batching=not args.no_batching,
+    )
+    try:
+        server.start()
+    except InferenceError as e:
+        raise FactoryError(str(e)) from e
+    states = server.model_states()
+    for name, (state, reason) in sorted(states.items()):
+        print(f"{name:24s} {state}{': ' + reason if reason else ''}")
+    print(
+        f"Triton ready: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+        f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it."
+    )
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited: {server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Triton...", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cascade", description=__doc__.splitlines()[0])
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -141,6 +180,20 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(run=_models)
 
+    triton = sub.add_parser(
+        "triton",
+        help="serve a model repository with the local tritonserver until Ctrl-C",
+        description="Serve the repository with the real tritonserver bundled in nvidia-pytriton "
+        "(python-backend shim over onnxruntime; the stock image serves it natively).",
+    )
+    triton.add_argument("--repo", type=Path, default=Path("model_repo"))
+    triton.add_argument("--model", action="append", help="load only these (repeatable)")
+    triton.add_argument("--http-port", type=int, default=8000)
+    triton.add_argument("--grpc-port", type=int, default=8001)
+    triton.add_argument("--metrics-port", type=int, default=8002)
+    triton.add_argument("--no-batching", action="store_true", help="disable dynamic batching")
+    triton.set_defaults(run=_triton)
+
     synth = sub.add_parser("synth", help="write a synthetic dataset as TSV files, streamed")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--users", type=int, default=100_000)
@@ -166,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cascade {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cascade {args.command}: interrupted; nothing was written", file=sys.stderr)
+        print(f"cascade {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

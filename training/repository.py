@@ -139,7 +139,8 @@ class ModelConfigSpec:
     max_batch_size: int = 1024
     dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = (64, 256)
-    max_queue_delay_microseconds: int = 500
+    # A lone request waits this long for company; 500 µs measured +0.5 ms p50 at batch 1 here.
+    max_queue_delay_microseconds: int = 100
     instance_count: int = 1
     serve_latest: int = 2
     parameters: Mapping[str, str] = field(default_factory=_empty_parameters)

@@ -100,3 +100,15 @@ def test_dims_round_trip(triton: TritonServer) -> None:
     meta = get(f"http://{triton.http_url}/v2/models/combiner")
     assert isinstance(meta, dict)
     assert np.array(meta["outputs"][0]["shape"]).tolist() == [-1, 1]  # type: ignore[index]
+
+
+def test_health_names_the_runtime(triton: TritonServer) -> None:
+    from inference.health import runtime_health
+    from inference.triton.client import TritonClient
+
+    with TritonClient(triton.grpc_url) as client:
+        assert runtime_health(client) == {
+            "runtime": "triton-grpc",
+            "fallback": False,
+            "ready": True,
+        }

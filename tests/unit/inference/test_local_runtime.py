@@ -17,8 +17,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client import REGISTRY
 
 from inference.errors import BadRequest, DeadlineExceeded, ModelNotFound
+from inference.health import runtime_health
 from inference.local_runtime import OnnxRuntime, choose_runtime
 from inference.runtime import ModelRuntime
 from training.repository import ModelConfigSpec, ModelRepository
@@ -291,6 +293,7 @@ def test_auto_without_triton_falls_back_loudly(
     repo_root: Path, refused_url: str, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="cascade.inference")
+    fallbacks = REGISTRY.get_sample_value("cascade_runtime_fallbacks_total") or 0.0
     chosen: ModelRuntime = choose_runtime(
         "auto",
         repository=repo_root,
@@ -307,6 +310,11 @@ def test_auto_without_triton_falls_back_loudly(
     assert "FALLING BACK to in-process onnxruntime" in text
     assert "refused" in text.lower() or "failed to connect" in text.lower()
     chosen.infer("ranker", ranker_feed(1))
+    # Visible in metrics and health output, not only in the log.
+    assert REGISTRY.get_sample_value("cascade_runtime_fallbacks_total") == fallbacks + 1
+    assert REGISTRY.get_sample_value("cascade_model_runtime_info", {"kind": "onnxruntime"}) == 1
+    assert REGISTRY.get_sample_value("cascade_model_runtime_info", {"kind": "triton-grpc"}) == 0
+    assert runtime_health(chosen) == {"runtime": "onnxruntime", "fallback": True, "ready": True}
 
 
 def test_onnxruntime_mode_never_warns(repo_root: Path, caplog: pytest.LogCaptureFixture) -> None:

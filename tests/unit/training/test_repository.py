@@ -136,7 +136,7 @@ def test_config_parses_back_with_every_section() -> None:
     ]
     assert [(t.name, list(t.dims)) for t in config.output] == [("y", [2])]
     assert list(config.dynamic_batching.preferred_batch_size) == [64, 256]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
     assert [(g.count, g.kind) for g in config.instance_group] == [
         (2, model_config_pb2.ModelInstanceGroup.KIND_CPU)
     ]
