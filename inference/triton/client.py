@@ -277,6 +277,20 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def _request_tensors(
+    module: Any, inputs: Mapping[str, npt.NDArray[np.generic]], **options: Any
+) -> list[Any]:
+    """``InferInput`` objects of tritonclient's grpc or http ``module`` holding ``inputs``."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    request = []
+    for name, array in inputs.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array, **options)
+        request.append(tensor)
+    return request
+
+
 def _result_tensors(result: Any, outputs: Sequence[str]) -> Tensors:
     """Named outputs of an InferResult as writable arrays (as onnxruntime returns them)."""
     tensors: Tensors = {}
@@ -305,15 +319,7 @@ class GrpcTransport:
         outputs: Sequence[str],
         timeout_s: float | None,
     ) -> Tensors:
-        from tritonclient.utils import np_to_triton_dtype
-
-        request = []
-        for name, array in inputs.items():
-            tensor = self._module.InferInput(
-                name, list(array.shape), np_to_triton_dtype(array.dtype)
-            )
-            tensor.set_data_from_numpy(array)
-            request.append(tensor)
+        request = _request_tensors(self._module, inputs)
         wanted = [self._module.InferRequestedOutput(name) for name in outputs]
         result = self._client.infer(
             model, request, model_version=version, outputs=wanted, client_timeout=timeout_s
@@ -412,15 +418,7 @@ class HttpTransport:
         outputs: Sequence[str],
         timeout_s: float | None,
     ) -> Tensors:
-        from tritonclient.utils import np_to_triton_dtype
-
-        request = []
-        for name, array in inputs.items():
-            tensor = self._module.InferInput(
-                name, list(array.shape), np_to_triton_dtype(array.dtype)
-            )
-            tensor.set_data_from_numpy(array, binary_data=True)
-            request.append(tensor)
+        request = _request_tensors(self._module, inputs, binary_data=True)
         wanted = [self._module.InferRequestedOutput(name, binary_data=True) for name in outputs]
 
         def call() -> Tensors:

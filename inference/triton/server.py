@@ -240,7 +240,7 @@ class TritonServer:
         )
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (Triton drains in-flight requests), SIGKILL after the timeout, then clean."""
+        """SIGINT (Triton drains in-flight requests), SIGKILL after the timeout, then clean."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
