@@ -7,6 +7,7 @@ import asyncio
 import re
 import shutil
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def test_version_roll_under_load_loses_no_request(built_repo: Path, tmp_path: Pa
         for worker in workers:
             worker.start()
         try:
+            time.sleep(0.5)  # traffic flowing before the roll
+            before = served
             # A new version next to the old one (same weights, new number), as a build adds.
             repo = ModelRepository(repo_root)
             new = old + 1
@@ -98,10 +101,15 @@ def test_version_roll_under_load_loses_no_request(built_repo: Path, tmp_path: Pa
             client.load_model(model)
             versions = client.model_versions(model)
             assert new in versions
+            during = served
+            time.sleep(0.5)  # and after it
+            # The new version answers by number.
+            assert client.infer(model, feed, version=new)["logit"].shape == (4, 1)
         finally:
             stop.set()
             for worker in workers:
                 worker.join()
         client.close()
     assert not errors, errors[:3]
-    assert served > 50
+    assert before > 0
+    assert served > during
