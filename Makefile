@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: setup demo build test unit integration lint typecheck bench clean
 
 $(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null || { echo "installing Debian's redis-server (event-store tests)..."; \
+	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@echo "setting up $(VENV) (torch CPU, onnxruntime, faiss, tritonclient, dev tools)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
