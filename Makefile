@@ -45,6 +45,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/triton.py
+	$(BIN)/python benchmarks/experiments.py
 
 clean:
 	rm -rf build .model_repo-staging .mypy_cache .ruff_cache .pytest_cache

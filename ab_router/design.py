@@ -76,6 +76,40 @@ class Variant(BaseModel):
     )
 
 
+class Metric(BaseModel):
+    """A metric the analysis reports: a primary or secondary outcome, or a guardrail.
+
+    Its value per unit is the sum of the unit's outcome values under this name (a click counts
+    1.0), so the unit of analysis is the unit of randomisation.
+    """
+
+    model_config = _FROZEN
+
+    name: str = Field(min_length=1, max_length=64, description="Outcome name in the event log.")
+    role: Literal["primary", "secondary", "guardrail"] = Field(
+        default="primary",
+        description="Primary and secondary metrics are tested for an effect (with multiple-"
+        "testing control across them); guardrails must not degrade beyond their margin.",
+    )
+    mde_relative: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="Smallest relative effect worth detecting; sets the always-valid test's "
+        "mixing prior (tau^2 = (mde x control mean)^2).",
+    )
+    direction: Literal["increase_is_bad", "decrease_is_bad"] = Field(
+        default="increase_is_bad",
+        description="For guardrails: which way is a degradation (latency: increase_is_bad).",
+    )
+    margin_relative: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="For guardrails: the tolerated relative degradation.",
+    )
+
+
 class Experiment(BaseModel):
     """A named test: which variants exist, how traffic is split and who is forced where.
 
@@ -122,6 +156,10 @@ class Experiment(BaseModel):
         le=100,
         description="Percent of the layer's traffic this experiment owns, as one contiguous "
         "range after the layer's holdout.",
+    )
+    metrics: list[Metric] = Field(
+        default_factory=list,
+        description="What the analysis reports; metric names are unique.",
     )
 
     @model_validator(mode="before")

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from ab_router.errors import ExperimentError
 from training.errors import FactoryError
 
 log = logging.getLogger("cascade")
@@ -194,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     triton.add_argument("--no-batching", action="store_true", help="disable dynamic batching")
     triton.set_defaults(run=_triton)
 
+    from ab_router.cli import register as register_experiments
+
+    register_experiments(sub)
+
     synth = sub.add_parser("synth", help="write a synthetic dataset as TSV files, streamed")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--users", type=int, default=100_000)
@@ -215,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # it announces its SIMD level at INFO
     try:
         return int(args.run(args))
-    except (FactoryError, ValidationError) as e:
+    except (FactoryError, ValidationError, ExperimentError) as e:
         print(f"cascade {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
