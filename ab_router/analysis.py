@@ -63,7 +63,8 @@ class GuardrailCheck:
     relative_change: float
     margin_relative: float
     p_value: float
-    violated: bool
+    violated: bool  # also when there is no data: non-inferiority is then not shown
+    has_data: bool = True
 
 
 @dataclass
@@ -183,6 +184,13 @@ def analyze_events(
         if metric.role == "guardrail":
             values = _unit_values(exposures, outcomes, metric.name)
             for t in treatments:
+                if not (np.any(values[control][0]) or np.any(values[t][0])):
+                    report.guardrails.append(
+                        GuardrailCheck(
+                            metric.name, t, math.nan, metric.margin_relative, math.nan, True, False
+                        )
+                    )
+                    continue
                 g = guardrail(
                     values[control][0],
                     values[t][0],
@@ -273,10 +281,10 @@ def _decide(report: ExperimentReport, treatment: str) -> tuple[Decision, str]:
         return "harmful", f"{harmful[0].metric} is significantly worse"
     winners = [c for c in primary if c.significant and c.diff > 0]
     if winners and violated:
-        return "continue", (
-            f"{winners[0].metric} improved, but guardrail {violated[0].metric} is not shown to "
-            "stay within its margin"
+        why = (
+            "has no data" if not violated[0].has_data else "is not shown to stay within its margin"
         )
+        return "continue", f"{winners[0].metric} improved, but guardrail {violated[0].metric} {why}"
     if winners:
         return "ship", f"{winners[0].metric} is significantly better and every guardrail holds"
     return "continue", "no primary metric has reached significance yet"

@@ -33,6 +33,9 @@ def table(report: ExperimentReport) -> str:
             + ("  *" if c.significant else "")
         )
     for g in report.guardrails:
+        if not g.has_data:
+            lines.append(f"guardrail {g.metric} ({g.treatment}): NO DATA: no outcomes recorded")
+            continue
         lines.append(
             f"guardrail {g.metric} ({g.treatment}): change {_pct(g.relative_change)}, margin "
             f"{g.margin_relative:.0%}, p={g.p_value:.3g}: "
@@ -55,7 +58,10 @@ def _effect_svg(points: Sequence[tuple[int, float, float, float]]) -> str:
     if len(finite) < 2:
         return "<p>Not enough data for the effect plot yet.</p>"
     xs = [p[0] for p in finite]
-    ys = [v for p in finite for v in p[1:]] + [0.0]
+    # The first looks have very wide sequences; scale to the later ones so the estimate stays
+    # readable, and clip the early band at the frame.
+    settled = finite[len(finite) // 4 :]
+    ys = [v for p in settled for v in p[1:]] + [0.0]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
     y0, y1 = (y0 - 1e-9, y1 + 1e-9) if y0 == y1 else (y0, y1)
@@ -64,6 +70,7 @@ def _effect_svg(points: Sequence[tuple[int, float, float, float]]) -> str:
         return pad + (x - x0) / max(x1 - x0, 1) * (width - 2 * pad)
 
     def sy(y: float) -> float:
+        y = min(max(y, y0), y1)
         return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
 
     band = [f"{sx(x):.1f},{sy(hi):.1f}" for x, _, _, hi in finite]

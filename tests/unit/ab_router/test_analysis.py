@@ -160,3 +160,14 @@ def test_cuped_uses_the_pre_period_metric_and_narrows_the_sequence() -> None:
     assert np.isnan(without.cuped_variance_reduction)
     assert abs(with_pre.diff - 0.3) < 0.1  # still unbiased
     assert (with_pre.cs_high - with_pre.cs_low) < 0.6 * (without.cs_high - without.cs_low)
+
+
+def test_a_guardrail_without_data_says_so() -> None:
+    exposures, outcomes = events((6000, 6000), (0.10, 0.14), seed=12)
+    clicks = [o for o in outcomes if o.metric == "click"]
+    report = analyze_events(EXPERIMENT, exposures, clicks)
+    (check,) = report.guardrails
+    assert not check.has_data
+    assert check.violated  # non-inferiority is not shown
+    assert report.decisions["treatment"] == "continue"
+    assert "has no data" in report.reasons["treatment"]
