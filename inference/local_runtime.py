@@ -43,7 +43,8 @@ from inference.validation import (
     spec_from_config,
 )
 from training.errors import FactoryError
-from training.repository import MODEL_FILENAME, ModelRepository
+from training.model_config import MODEL_FILENAME
+from training.repository import ModelRepository
 from training.signature import Signature
 
 __all__ = ["OnnxRuntime", "RuntimeMode", "choose_runtime"]

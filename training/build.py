@@ -42,6 +42,7 @@ from training.feeds import (
     torch_runner,
     user_feed,
 )
+from training.model_config import ModelConfigSpec
 from training.movielens import load_movielens_100k
 from training.networks import (
     COMBINER_INPUTS,
@@ -56,7 +57,7 @@ from training.onnx_export import check_parity, export_onnx, session
 from training.quantization import GateResult, agreement, int8_gate, quantize_int8, time_session
 from training.ranking import RankingConfig, fit_combiner, labelled_pairs, train_ranker
 from training.readers import read_dataset
-from training.repository import ModelConfigSpec, ModelRepository
+from training.repository import ModelRepository
 from training.retrieval import ItemIndex, RetrievalConfig, RetrievalModel, train_retrieval
 from training.split import Split, time_ordered_split
 from training.synthetic import SyntheticConfig, generate

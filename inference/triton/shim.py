@@ -19,7 +19,8 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from inference.errors import InferenceError
-from training.repository import MODEL_FILENAME, ModelRepository, parse_config
+from training.model_config import MODEL_FILENAME, parse_config
+from training.repository import ModelRepository
 
 SHIM_SOURCE = Path(__file__).with_name("onnx_model.py")
 ONNX_PLATFORM = "onnxruntime_onnx"

@@ -19,8 +19,9 @@ import pytest
 
 from tests.integration.conftest import SmallConfig
 from training.build import COMBINER, RANKERS, USER_TOWER, BuildConfig, BuildResult, run_build
+from training.model_config import check_config_matches_onnx, parse_config
 from training.onnx_export import session
-from training.repository import ModelRepository, check_config_matches_onnx, parse_config
+from training.repository import ModelRepository
 
 MODELS = (USER_TOWER, *RANKERS, COMBINER)
 

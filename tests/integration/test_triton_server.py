@@ -14,7 +14,8 @@ import pytest
 
 from inference.errors import Unavailable
 from inference.triton.server import TritonServer, remove_shared_memory
-from training.repository import ModelRepository, parse_config
+from training.model_config import parse_config
+from training.repository import ModelRepository
 
 
 def get(url: str) -> dict[str, object] | list[object]:

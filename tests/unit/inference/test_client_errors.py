@@ -34,7 +34,7 @@ from inference.triton.client import (
     classify_status,
     map_error,
 )
-from training.repository import ModelConfigSpec, build_config
+from training.model_config import ModelConfigSpec, build_config
 from training.signature import Signature, TensorSpec
 
 SIG = Signature(

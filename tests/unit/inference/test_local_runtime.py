@@ -23,7 +23,8 @@ from inference.errors import BadRequest, DeadlineExceeded, ModelNotFound
 from inference.health import runtime_health
 from inference.local_runtime import OnnxRuntime, choose_runtime
 from inference.runtime import ModelRuntime
-from training.repository import ModelConfigSpec, ModelRepository
+from training.model_config import ModelConfigSpec
+from training.repository import ModelRepository
 from training.signature import Signature, TensorSpec
 
 Feed = dict[str, npt.NDArray[np.generic]]

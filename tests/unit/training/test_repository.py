@@ -20,16 +20,14 @@ from tritonclient.grpc import model_config_pb2
 
 import training.repository as repository
 from training.errors import RepositoryError
-from training.repository import (
+from training.model_config import (
     ModelConfigSpec,
-    ModelRepository,
     build_config,
     check_config_matches_onnx,
     parse_config,
-    plan_prune,
     render_config,
-    served_versions,
 )
+from training.repository import ModelRepository, plan_prune, served_versions
 from training.signature import Signature, TensorSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
