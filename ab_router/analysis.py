@@ -14,14 +14,21 @@ analysis reads, and what ``cascade experiment report`` prints and renders.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from ab_router.design import Experiment, Metric
-from ab_router.events import EventStore, Exposure, Outcome, VariantStats, summarize
+from ab_router.events import (
+    EventStore,
+    Exposure,
+    Outcome,
+    count_conflicts,
+    first_exposures,
+    unit_totals,
+)
 from ab_router.sequential import confidence_sequence_halfwidth, msprt_p_value
 from ab_router.statistics import (
     benjamini_hochberg,
@@ -96,34 +103,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _moments(stats: VariantStats) -> tuple[float, float, int]:
-    n = stats.n_units
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = stats.sum / n
-    var = max(stats.sum_sq / n - mean * mean, 0.0) * n / max(n - 1, 1)
-    return mean, var, n
-
-
 Floats = np.ndarray[Any, np.dtype[np.float64]]
 
 
 def _unit_values(
-    exposures: Sequence[Exposure], outcomes: Sequence[Outcome], metric: str
+    first: Mapping[str, Exposure], outcomes: Sequence[Outcome], metric: str
 ) -> dict[str, tuple[Floats, Floats | None]]:
     """Per variant: each unit's summed value (0 without outcomes) and its pre-period metric
     (None unless every unit of the variant has one). The first exposure decides the variant."""
-    first: dict[str, Exposure] = {}
-    for e in sorted(exposures, key=lambda e: e.timestamp):
-        first.setdefault(e.unit_id, e)
-    totals: dict[str, float] = dict.fromkeys(first, 0.0)
-    for o in outcomes:
-        if o.metric == metric and o.unit_id in totals:
-            totals[o.unit_id] += o.value
+    totals = unit_totals(first, outcomes, metric)
     values: dict[str, list[float]] = {}
     pre: dict[str, list[float | None]] = {}
     for unit, exposure in first.items():
-        values.setdefault(exposure.variant, []).append(totals[unit])
+        values.setdefault(exposure.variant, []).append(totals.get(unit, 0.0))
         pre.setdefault(exposure.variant, []).append(exposure.pre_metric)
     out: dict[str, tuple[Floats, Floats | None]] = {}
     for variant, ys in values.items():
@@ -159,15 +151,17 @@ def analyze_events(
 ) -> ExperimentReport:
     names = [v.name for v in experiment.variants]
     control, treatments = names[0], names[1:]
-    base = summarize(exposures, outcomes, "__exposure_only__")
-    counts = {v: base.variants.get(v, VariantStats(0, 0, 0.0, 0.0)).n_units for v in names}
+    first = first_exposures(exposures)
+    counts = dict.fromkeys(names, 0)
+    for exposure in first.values():
+        counts[exposure.variant] = counts.get(exposure.variant, 0) + 1
     report = ExperimentReport(
         experiment=experiment.name,
         alpha=alpha,
         counts=counts,
         srm_p_value=math.nan,
         srm_mismatch=False,
-        conflicts=base.conflicts,
+        conflicts=count_conflicts(exposures),
     )
     if sum(counts.values()) == 0 or min(counts.values()) < 2:
         for t in treatments:
@@ -180,9 +174,8 @@ def analyze_events(
     raw: list[tuple[Metric, str, float, float, float, float, float, float, float]] = []
     reductions: list[float] = []
     for metric in experiment.metrics:
-        stats = summarize(exposures, outcomes, metric.name).variants
+        values = _unit_values(first, outcomes, metric.name)
         if metric.role == "guardrail":
-            values = _unit_values(exposures, outcomes, metric.name)
             for t in treatments:
                 if not (np.any(values[control][0]) or np.any(values[t][0])):
                     report.guardrails.append(
@@ -209,13 +202,12 @@ def analyze_events(
                     )
                 )
             continue
-        mean_c, var_c, n_c = _moments(stats[control])
-        tau2 = (metric.mde_relative * mean_c) ** 2 if mean_c else metric.mde_relative**2
-        units = _unit_values(exposures, outcomes, metric.name)
+        y_c, x_c = values[control]
+        mean_raw = float(y_c.mean())
+        tau2 = (metric.mde_relative * mean_raw) ** 2 if mean_raw else metric.mde_relative**2
         for t in treatments:
-            mean_t, var_t, n_t = _moments(stats[t])
-            reduction = math.nan
-            (y_c, x_c), (y_t, x_t) = units[control], units[t]
+            y_t, x_t = values[t]
+            a, b, reduction = y_c, y_t, math.nan
             if x_c is not None and x_t is not None and min(len(y_c), len(y_t)) >= 2:
                 # Regress out the pre-period metric: same effect, less variance.
                 regressed = cuped(
@@ -225,9 +217,9 @@ def analyze_events(
                     alpha,
                 )
                 a, b = regressed.adjusted[: len(y_c)], regressed.adjusted[len(y_c) :]
-                mean_c, var_c = float(a.mean()), float(a.var(ddof=1))
-                mean_t, var_t = float(b.mean()), float(b.var(ddof=1))
                 reduction = regressed.variance_reduction
+            mean_c, var_c, n_c = float(a.mean()), float(a.var(ddof=1)), len(a)
+            mean_t, var_t, n_t = float(b.mean()), float(b.var(ddof=1)), len(b)
             fixed = welch_t(mean_c, var_c, n_c, mean_t, var_t, n_t, alpha)
             var_diff = var_c / n_c + var_t / n_t
             diff = mean_t - mean_c

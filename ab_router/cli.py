@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ab_router.analysis import analyze
+from ab_router.analysis import analyze, analyze_events
 from ab_router.design import load_catalog
 from ab_router.events import EventStore
 from ab_router.report import render_html, table
@@ -27,15 +27,24 @@ def open_store(location: str) -> EventStore:
 def timeline(
     store: EventStore, experiment: Any, points: int = 20
 ) -> tuple[str, list[tuple[int, float, float, float]]]:
-    """The first primary comparison re-analysed at ``points`` moments of the experiment."""
-    stamps = sorted(e.timestamp for e in store.exposures(experiment.name))
+    """The first primary comparison re-analysed at ``points`` moments of the experiment.
+
+    The events are read once; each moment analyses the prefix up to its timestamp.
+    """
+    exposures = store.exposures(experiment.name)
+    outcomes = store.outcomes(experiment.name)
+    stamps = sorted(e.timestamp for e in exposures)
     if not stamps:
         return "effect", []
     out = []
     title = "effect"
     for k in range(1, points + 1):
         cut = stamps[min(len(stamps) - 1, k * len(stamps) // points - 1)]
-        report = analyze(store, experiment, until=cut)
+        report = analyze_events(
+            experiment,
+            [e for e in exposures if e.timestamp <= cut],
+            [o for o in outcomes if o.timestamp <= cut],
+        )
         primary = [c for c in report.comparisons if c.role == "primary"]
         if primary:
             c = primary[0]

@@ -19,7 +19,7 @@ either be dropped by the analysis later or, worse, counted; raising
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -31,7 +31,10 @@ __all__ = [
     "Outcome",
     "Summary",
     "VariantStats",
+    "count_conflicts",
+    "first_exposures",
     "summarize",
+    "unit_totals",
 ]
 
 
@@ -136,32 +139,51 @@ def summarize(exposures: Iterable[Exposure], outcomes: Iterable[Outcome], metric
     first exposure (earliest ``timestamp``, then storage order) defines a unit's variant;
     outcomes of other metrics are ignored.
     """
-    first: dict[str, tuple[float, str]] = {}
-    seen_variants: dict[str, set[str]] = {}
-    for e in exposures:
-        current = first.get(e.unit_id)
-        if current is None or e.timestamp < current[0]:
-            first[e.unit_id] = (e.timestamp, e.variant)
-        seen_variants.setdefault(e.unit_id, set()).add(e.variant)
-
-    per_unit: dict[str, float] = {}
-    for o in outcomes:
-        if o.metric == metric and o.unit_id in first:
-            per_unit[o.unit_id] = per_unit.get(o.unit_id, 0.0) + o.value
+    exposures = list(exposures)
+    first = first_exposures(exposures)
+    per_unit = unit_totals(first, outcomes, metric)
 
     acc: dict[str, list[float]] = {}
-    for unit, (_, variant) in first.items():
-        row = acc.setdefault(variant, [0, 0, 0.0, 0.0])
+    for unit, exposure in first.items():
+        row = acc.setdefault(exposure.variant, [0, 0, 0.0, 0.0])
         row[0] += 1
         if unit in per_unit:
             value = per_unit[unit]
             row[1] += 1
             row[2] += value
             row[3] += value * value
-    conflicts = sum(1 for variants in seen_variants.values() if len(variants) > 1)
     return Summary(
         variants={
             v: VariantStats(int(r[0]), int(r[1]), r[2], r[3]) for v, r in sorted(acc.items())
         },
-        conflicts=conflicts,
+        conflicts=count_conflicts(exposures),
     )
+
+
+def first_exposures(exposures: Iterable[Exposure]) -> dict[str, Exposure]:
+    """Each unit's first exposure (earliest ``timestamp``, then storage order): its variant."""
+    first: dict[str, Exposure] = {}
+    for e in exposures:
+        current = first.get(e.unit_id)
+        if current is None or e.timestamp < current.timestamp:
+            first[e.unit_id] = e
+    return first
+
+
+def unit_totals(
+    first: Mapping[str, Exposure], outcomes: Iterable[Outcome], metric: str
+) -> dict[str, float]:
+    """Per exposed unit with an outcome of ``metric``, the sum of its values."""
+    totals: dict[str, float] = {}
+    for o in outcomes:
+        if o.metric == metric and o.unit_id in first:
+            totals[o.unit_id] = totals.get(o.unit_id, 0.0) + o.value
+    return totals
+
+
+def count_conflicts(exposures: Iterable[Exposure]) -> int:
+    """Units exposed to more than one variant."""
+    variants: dict[str, set[str]] = {}
+    for e in exposures:
+        variants.setdefault(e.unit_id, set()).add(e.variant)
+    return sum(1 for seen in variants.values() if len(seen) > 1)

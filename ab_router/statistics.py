@@ -393,6 +393,24 @@ def _check_p_values(p_values: Sequence[float]) -> NDArray[np.float64]:
     return p
 
 
+def _adjusted_result(
+    method: Literal["holm", "benjamini_hochberg"],
+    order: NDArray[np.intp],
+    adjusted_sorted: NDArray[np.float64],
+    alpha: float,
+) -> MultipleTestingResult:
+    """Put adjusted p-values computed in sorted order back in input order; reject at alpha."""
+    adjusted = np.empty(order.size)
+    adjusted[order] = adjusted_sorted
+    return MultipleTestingResult(
+        method=method,
+        adjusted=tuple(float(v) for v in adjusted),
+        reject=tuple(bool(v <= alpha) for v in adjusted),
+        alpha=alpha,
+        m=order.size,
+    )
+
+
 def holm(p_values: Sequence[float], alpha: float = 0.05) -> MultipleTestingResult:
     """Holm's step-down adjustment: controls the family-wise error rate (any false positive).
 
@@ -406,15 +424,7 @@ def holm(p_values: Sequence[float], alpha: float = 0.05) -> MultipleTestingResul
     order = np.argsort(p, kind="stable")
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     adj_sorted = np.maximum.accumulate(scaled) if m else scaled
-    adjusted = np.empty(m)
-    adjusted[order] = adj_sorted
-    return MultipleTestingResult(
-        method="holm",
-        adjusted=tuple(float(v) for v in adjusted),
-        reject=tuple(bool(v <= alpha) for v in adjusted),
-        alpha=alpha,
-        m=m,
-    )
+    return _adjusted_result("holm", order, adj_sorted, alpha)
 
 
 def benjamini_hochberg(p_values: Sequence[float], alpha: float = 0.05) -> MultipleTestingResult:
@@ -430,15 +440,7 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float = 0.05) -> Multip
     order = np.argsort(p, kind="stable")
     scaled = np.minimum(1.0, p[order] * m / np.arange(1, m + 1))
     adj_sorted = np.minimum.accumulate(scaled[::-1])[::-1] if m else scaled
-    adjusted = np.empty(m)
-    adjusted[order] = adj_sorted
-    return MultipleTestingResult(
-        method="benjamini_hochberg",
-        adjusted=tuple(float(v) for v in adjusted),
-        reject=tuple(bool(v <= alpha) for v in adjusted),
-        alpha=alpha,
-        m=m,
-    )
+    return _adjusted_result("benjamini_hochberg", order, adj_sorted, alpha)
 
 
 # --------------------------------------------------------------------------- guardrails

@@ -18,10 +18,8 @@ import asyncio
 import json
 import os
 import platform
-import re
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference.triton.client import TritonClient  # noqa: E402
+from inference.triton.client import TritonClient, request_tensors  # noqa: E402
 from inference.triton.server import TritonServer  # noqa: E402
 from training.features import load_features  # noqa: E402
 from training.feeds import Feed, random_feeds  # noqa: E402
@@ -49,14 +47,7 @@ def p50_ms(call: Any, repeats: int, warmup: int = 10) -> float:
     return float(np.percentile(times, 50))
 
 
-def counters(metrics_url: str, model: str) -> dict[str, float]:
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    out = {}
-    for name in ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count"):
-        pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} ([0-9.e+]+)$'
-        out[name] = sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
-    return out
+COUNTERS = ("nv_inference_count", "nv_inference_exec_count")
 
 
 async def closed_loop(url: str, model: str, feed: Feed, concurrency: int, seconds: float) -> int:
@@ -64,13 +55,7 @@ async def closed_loop(url: str, model: str, feed: Feed, concurrency: int, second
     import tritonclient.grpc.aio as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
-    inputs = []
-    for name, value in feed.items():
-        tensor = grpcclient.InferInput(
-            name, list(value.shape), "INT64" if value.dtype == np.int64 else "FP32"
-        )
-        tensor.set_data_from_numpy(np.ascontiguousarray(value))
-        inputs.append(tensor)
+    inputs = request_tensors(grpcclient, {k: np.ascontiguousarray(v) for k, v in feed.items()})
     done = 0
     stop = time.perf_counter() + seconds
 
@@ -87,11 +72,11 @@ async def closed_loop(url: str, model: str, feed: Feed, concurrency: int, second
 
 def throughput(server: TritonServer, model: str, feed: Feed, seconds: float) -> dict[str, float]:
     asyncio.run(closed_loop(server.grpc_url, model, feed, 32, 1.0))  # warm up
-    before = counters(server.metrics_url, model)
+    before = server.model_counters(model, COUNTERS)
     start = time.perf_counter()
     done = asyncio.run(closed_loop(server.grpc_url, model, feed, 32, seconds))
     elapsed = time.perf_counter() - start
-    after = counters(server.metrics_url, model)
+    after = server.model_counters(model, COUNTERS)
     delta = {k: after[k] - before[k] for k in after}
     return {
         "rps": done / elapsed,

@@ -104,6 +104,10 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _triton(args: argparse.Namespace) -> int:
     import signal
     import time
@@ -130,7 +134,7 @@ def _triton(args: argparse.Namespace) -> int:
         f"Triton ready: HTTP {server.http_url}, gRPC {server.grpc_url}, "
         f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it."
     )
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
     try:
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)

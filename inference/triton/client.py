@@ -277,10 +277,11 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def _request_tensors(
+def request_tensors(
     module: Any, inputs: Mapping[str, npt.NDArray[np.generic]], **options: Any
 ) -> list[Any]:
-    """``InferInput`` objects of tritonclient's grpc or http ``module`` holding ``inputs``."""
+    """``InferInput`` objects of a tritonclient ``module`` (grpc, grpc.aio or http) holding
+    ``inputs``."""
     from tritonclient.utils import np_to_triton_dtype
 
     request = []
@@ -319,7 +320,7 @@ class GrpcTransport:
         outputs: Sequence[str],
         timeout_s: float | None,
     ) -> Tensors:
-        request = _request_tensors(self._module, inputs)
+        request = request_tensors(self._module, inputs)
         wanted = [self._module.InferRequestedOutput(name) for name in outputs]
         result = self._client.infer(
             model, request, model_version=version, outputs=wanted, client_timeout=timeout_s
@@ -418,7 +419,7 @@ class HttpTransport:
         outputs: Sequence[str],
         timeout_s: float | None,
     ) -> Tensors:
-        request = _request_tensors(self._module, inputs, binary_data=True)
+        request = request_tensors(self._module, inputs, binary_data=True)
         wanted = [self._module.InferRequestedOutput(name, binary_data=True) for name in outputs]
 
         def call() -> Tensors:

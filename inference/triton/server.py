@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -222,6 +223,20 @@ class TritonServer:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def model_counters(self, model: str, names: Sequence[str]) -> dict[str, float]:
+        """Triton's own Prometheus counters for ``model``, summed over its versions.
+
+        E.g. ``nv_inference_count`` against ``nv_inference_exec_count``: fewer executions than
+        inferences is dynamic batching at work.
+        """
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        out = {}
+        for name in names:
+            pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} ([0-9.e+]+)$'
+            out[name] = sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
+        return out
 
     def log_tail(self, lines: int = 15) -> str:
         try:

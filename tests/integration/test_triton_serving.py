@@ -4,18 +4,16 @@ version under continuous load without a failed request."""
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
 from inference.errors import InferenceError
-from inference.triton.client import TritonClient
+from inference.triton.client import TritonClient, request_tensors
 from inference.triton.server import TritonServer
 from training.features import load_features
 from training.feeds import Feed, random_feeds
@@ -29,21 +27,9 @@ def ranker_feed(repo: Path, batch: int) -> Feed:
     return random_feeds(features, np.random.default_rng(0))["ranker"](batch)
 
 
-def counter(metrics_url: str, name: str, model: str) -> float:
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} ([0-9.e+]+)$'
-    return sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
-
-
 async def burst(url: str, model: str, feed: Feed, concurrency: int, per_client: int) -> None:
     client = grpcclient.InferenceServerClient(url)
-    inputs = []
-    for name, value in feed.items():
-        dtype = "INT64" if value.dtype == np.int64 else "FP32"
-        tensor = grpcclient.InferInput(name, list(value.shape), dtype)
-        tensor.set_data_from_numpy(np.ascontiguousarray(value))
-        inputs.append(tensor)
+    inputs = request_tensors(grpcclient, {k: np.ascontiguousarray(v) for k, v in feed.items()})
 
     async def worker() -> None:
         for _ in range(per_client):
@@ -55,11 +41,12 @@ async def burst(url: str, model: str, feed: Feed, concurrency: int, per_client: 
 
 def test_concurrent_requests_are_batched_by_triton(triton: TritonServer, built_repo: Path) -> None:
     model = "ranker_mlp"
-    before_inf = counter(triton.metrics_url, "nv_inference_count", model)
-    before_exec = counter(triton.metrics_url, "nv_inference_exec_count", model)
+    names = ("nv_inference_count", "nv_inference_exec_count")
+    before = triton.model_counters(model, names)
     asyncio.run(burst(triton.grpc_url, model, ranker_feed(built_repo, 1), 32, 20))
-    inferences = counter(triton.metrics_url, "nv_inference_count", model) - before_inf
-    executions = counter(triton.metrics_url, "nv_inference_exec_count", model) - before_exec
+    after = triton.model_counters(model, names)
+    inferences = after["nv_inference_count"] - before["nv_inference_count"]
+    executions = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
     assert inferences == 32 * 20
     assert executions < inferences / 2  # many requests per model execution
 
