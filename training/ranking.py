@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.features import FeatureTables
-from training.feeds import ranker_feed, run_chunked, torch_runner
+from training.feeds import ranker_feed
 from training.networks import Combiner, ranker_signature
 from training.split import POSITIVE_RATING, sample_negatives
 from training.tables import BoolArray, FloatArray, IntArray, Interactions
@@ -101,13 +101,6 @@ def train_ranker(
     bar.close()
     model.eval()
     return model
-
-
-def ranker_logits(
-    model: nn.Module, features: FeatureTables, users: IntArray, items: IntArray
-) -> FloatArray:
-    run = torch_runner(model, ranker_signature(features.layout))
-    return run_chunked(run, ranker_feed(features, users, items), chunk=65536)[:, 0]
 
 
 def fit_combiner(scores: FloatArray, labels: BoolArray, *, seed: int) -> Combiner:

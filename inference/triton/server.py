@@ -294,12 +294,3 @@ def remove_shared_memory(prefix: str) -> list[Path]:
         except OSError:
             continue
     return removed
-
-
-def which_tritonserver() -> Path | None:
-    """The bundled binary, or None when nvidia-pytriton is not installed."""
-    try:
-        path = _pytriton_root() / "bin" / "tritonserver"
-    except InferenceError:
-        return None
-    return path if path.exists() else None
