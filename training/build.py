@@ -447,6 +447,23 @@ def write_serving_artifacts(trained: Trained, directory: Path) -> None:
     trained.features.save(directory / "features.npz")
     ids = {"users": trained.dataset.users.ids, "items": trained.dataset.items.ids}
     (directory / "ids.json").write_text(json.dumps(ids))
+    users, items = trained.dataset.users, trained.dataset.items
+    catalog = {
+        "genres": list(items.genre_vocab),
+        "titles": list(items.title),
+        "users": {
+            "age": [int(a) for a in users.age],
+            "gender": [users.gender_vocab[c] for c in users.gender],
+            "occupation": [users.occupation_vocab[c] for c in users.occupation],
+        },
+    }
+    (directory / "catalog.json").write_text(json.dumps(catalog))
+    # Everything each user has rated, in any split: serving never recommends it again.
+    events = trained.dataset.interactions
+    order = np.lexsort((events.item, events.user))
+    pairs = np.unique(np.stack([events.user[order], events.item[order]], axis=1), axis=0)
+    indptr = np.searchsorted(pairs[:, 0], np.arange(len(users) + 1)).astype(np.int64)
+    np.savez_compressed(directory / "seen.npz", indptr=indptr, indices=pairs[:, 1].astype(np.int64))
 
 
 def run_build(config: BuildConfig) -> BuildResult:

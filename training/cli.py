@@ -203,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
 
     register_experiments(sub)
 
+    from inference.cli import register as register_graph
+
+    register_graph(sub)
+
     synth = sub.add_parser("synth", help="write a synthetic dataset as TSV files, streamed")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--users", type=int, default=100_000)

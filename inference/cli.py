@@ -1,0 +1,156 @@
+"""``cascade serve`` and ``cascade demo``: the graph on one machine, no cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from inference.errors import InferenceError
+from training.errors import FactoryError
+
+
+def _graph_config(path: Path | None) -> Any:
+    from inference.graph.config import load_graph_config
+
+    return load_graph_config(path)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _server(args: argparse.Namespace) -> Any:
+    from inference.graph.launcher import GraphServer
+
+    return GraphServer(
+        Path(args.repo),
+        graph=_graph_config(args.config),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        host=args.host,
+        runtime=args.runtime,
+        triton_grpc=args.triton_grpc,
+        triton_http=args.triton_http,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    server = _server(args)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        try:
+            server.start()
+        except InferenceError as exc:
+            raise FactoryError(str(exc)) from exc
+        print(
+            f"graph ready: HTTP {server.url} (/v1/recommend, /v2/models/recommender/infer, "
+            f"/metrics, /docs), gRPC {server.grpc_url} (Open Inference Protocol). Ctrl-C stops.",
+            flush=True,
+        )
+        while True:
+            if server.triton is not None and not server.triton.ready():
+                print(f"tritonserver stopped: {server.triton.log_tail()}", file=sys.stderr)
+                return 1
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping the graph ...", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from benchmarks.load import HttpRecommendClient, percentile_table, run_load
+    from inference.graph.launcher import recommend
+    from training.repository import ModelRepository
+
+    repo = Path(args.repo)
+    if not ModelRepository(repo).versions("user_tower"):
+        from training.cli import main as cascade
+
+        print("no models yet: building them first (cascade build) ...", flush=True)
+        if cascade(["build", "--out", str(repo)]) != 0:
+            return 1
+    server = _server(args)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.start()
+        print(f"\ngraph ready at {server.url} (gRPC {server.grpc_url})\n", flush=True)
+        users = [str(u) for u in range(1, 944)]
+
+        async def traffic() -> dict[str, Any]:
+            results = {}
+            async with HttpRecommendClient() as client:
+                for concurrency in (1, 8):
+                    results[f"/v1/recommend c{concurrency}"] = await run_load(
+                        client.sender(server.url, users, 10),
+                        concurrency=concurrency,
+                        duration_s=args.seconds,
+                        warmup_s=1.0,
+                        progress=True,
+                        desc=f"traffic c{concurrency}",
+                    )
+            return results
+
+        results = asyncio.run(traffic())
+        for user in ("1", "42", "405"):
+            answer = recommend(server.url, user, k=5)
+            fallbacks = answer.get("fallbacks") or "none"
+            print(f"\nuser {user}: top 5 (fallbacks: {fallbacks}, {answer['latency_ms']:.1f} ms)")
+            items: list[dict[str, Any]] = answer["items"]  # type: ignore[assignment]
+            for rank, item in enumerate(items, 1):
+                genres = ", ".join(item["genres"])
+                print(
+                    f"  {rank}. {item['title'] or item['item_id']}  [{genres}]  {item['score']:.3f}"
+                )
+        cold = recommend(server.url, "new-user-123", k=3)
+        titles = "; ".join(str(i["title"]) for i in cold["items"])  # type: ignore[attr-defined]
+        print(f"\nunknown user: popular picks: {titles}")
+        print("\nlatency (HTTP, end to end from a client on this machine):")
+        print(percentile_table(results))
+        return 0
+    except InferenceError as exc:
+        raise FactoryError(str(exc)) from exc
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        print("\nshutting down ...", flush=True)
+        server.stop()
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, default=Path("model_repo"))
+    parser.add_argument("--config", type=Path, help="graph config (YAML/JSON); default built in")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=9000)
+    parser.add_argument(
+        "--runtime",
+        choices=["triton", "onnxruntime"],
+        default="triton",
+        help="where the models run (default: a local Triton started here)",
+    )
+    parser.add_argument("--triton-grpc", help="use this Triton (host:port) instead of starting one")
+    parser.add_argument("--triton-http", help="its HTTP endpoint, for single-model pass-through")
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve the recommendation graph (Triton + Ray Serve) until Ctrl-C",
+        description="Start Triton, Ray and the graph; answer HTTP and gRPC until Ctrl-C.",
+    )
+    _add_server_args(serve)
+    serve.set_defaults(run=_serve)
+    demo = sub.add_parser(
+        "demo",
+        help="build if needed, serve, send traffic, print recommendations and latency",
+    )
+    _add_server_args(demo)
+    demo.add_argument("--seconds", type=float, default=5.0, help="traffic per concurrency level")
+    demo.set_defaults(run=_demo)

@@ -1,0 +1,440 @@
+"""The graph as a Ray Serve application: an ingress and a batched ranking deployment.
+
+Two deployments, not one per stage: on a small machine every Serve hop costs about a
+millisecond of CPU, so the cheap steps (features, retrieval, re-rank) run inside the ingress,
+and only ranking, the expensive stage that gains from batching concurrent requests into one
+Triton call per model, is its own deployment, scaled separately. ``build_app`` wires them
+with ``.bind()``.
+
+The ingress speaks the Open Inference Protocol (KServe v2) over REST and gRPC, for the graph
+as a model named ``recommender`` and, passed through to Triton, for every single model; plus
+``/v1/recommend`` for people, ``/metrics``, and FastAPI's OpenAPI document at
+``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from tritonclient.grpc import service_pb2
+
+from inference import metrics
+from inference.errors import BadRequest, InferenceError, Unavailable
+from inference.graph.admission import Admission
+from inference.graph.components import Components, load_components
+from inference.graph.recommender import Recommender, annotate
+from inference.graph.settings import GraphSettings
+from inference.graph.stages import MODELS, RankJob, RankResult
+from inference.graph.telemetry import attached, extract, traceparent, tracer
+from inference.graph.types import RecommendRequest, RecommendResponse
+from inference.protocol import oip
+
+log = logging.getLogger("cascade.inference")
+
+api = FastAPI(
+    title="Cascade recommendation graph",
+    version="1",
+    description="Recommendations from the retrieval -> ranking -> combiner -> re-rank graph, "
+    "over a JSON API and the Open Inference Protocol (KServe v2).",
+)
+
+_QUIET = {"enable_access_log": False, "log_level": "WARNING"}
+
+
+class RecommendBody(BaseModel):
+    """``POST /v1/recommend``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | int = Field(description="The user's id in the catalog (as in the data).")
+    k: int | None = Field(None, description="How many items (default from the graph config).")
+    context: dict[str, str] = Field(
+        default_factory=dict,
+        description="Demographics for users the store does not know: age, gender, occupation.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking
+# --------------------------------------------------------------------------------------------
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+#: ``serve.batch``, typed as the identity its callers see (its stubs reject methods).
+_batched = cast(Callable[[_F], _F], serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001))
+
+
+class RankingService:
+    """Ranks the candidates of concurrent requests together: one call per ranker per batch."""
+
+    def __init__(self, settings: GraphSettings) -> None:
+        self.components = load_components(settings, with_ranker=True)
+        self.config = settings.graph
+        batched: Any = self.rank_batch  # serve.batch adds these setters
+        batched.set_max_batch_size(self.config.max_batch_requests)
+        batched.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000.0)
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="ranking")
+
+    async def rank(self, job: RankJob, timeout_s: float, carrier: dict[str, str]) -> RankResult:
+        batched: Any = self.rank_batch
+        result: RankResult = await batched(job, timeout_s, carrier)
+        return result
+
+    @_batched
+    async def rank_batch(
+        self, jobs: list[RankJob], timeouts: list[float], carriers: list[dict[str, str]]
+    ) -> list[RankResult]:
+        start_ns = time.time_ns()
+        timeout = min(timeouts)
+        loop = asyncio.get_running_loop()
+        delay = self.config.faults.delay_ms.get("ranking", 0.0) / 1000.0
+
+        def work() -> list[RankResult]:
+            if delay:
+                time.sleep(delay)
+            ranker = self.components.ranker
+            assert ranker is not None
+            return ranker(jobs, timeout)
+
+        try:
+            return await loop.run_in_executor(self._pool, work)
+        finally:
+            end_ns = time.time_ns()
+            spans = tracer()
+            for carrier in carriers:
+                span = spans.start_span(
+                    "ranking.batch", context=extract(carrier), start_time=start_ns
+                )
+                span.set_attribute("cascade.batch_size", len(jobs))
+                span.end(end_time=end_ns)
+
+
+# --------------------------------------------------------------------------------------------
+# Ingress
+# --------------------------------------------------------------------------------------------
+
+_admission: Admission | None = None
+_max_body = 64 * 1024
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Size limit and admission control for every inference route."""
+    path = request.url.path
+    if request.method != "POST":
+        return await call_next(request)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > _max_body:
+        metrics.REJECTED.labels(reason="too_large").inc()
+        return JSONResponse(
+            {"error": f"request body of {length} bytes exceeds the limit of {_max_body}"},
+            status_code=413,
+        )
+    if _admission is None or not path.startswith(("/v1/", "/v2/")):
+        return await call_next(request)
+    if not _admission.try_enter():
+        return JSONResponse(
+            {"error": "overloaded: too many requests in flight, retry later"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    try:
+        return await call_next(request)
+    finally:
+        _admission.leave()
+
+
+def _error(exc: InferenceError) -> JSONResponse:
+    return JSONResponse(oip.error_body(str(exc)), status_code=exc.status)
+
+
+class GraphIngress:
+    """HTTP and gRPC front of the graph; holds the in-process stages (features, retrieval,
+    re-rank) and a handle to the ranking deployment."""
+
+    def __init__(self, ranking: DeploymentHandle[Any], settings: GraphSettings) -> None:
+        global _admission, _max_body
+        self.settings = settings
+        self.config = settings.graph
+        _admission = Admission(self.config.admission.max_in_flight)
+        _max_body = self.config.admission.max_body_bytes
+        self.components: Components = load_components(settings, with_ranker=False)
+        self._ranking = ranking
+        self.recommender = Recommender(
+            config=self.config,
+            catalog=self.components.catalog,
+            features=self.components.features,
+            retriever=self.components.retriever,
+            rank=self._rank,
+            versions=self.components.versions,
+        )
+        metrics.record_versions(self.components.versions)
+        self._http: Any = None
+        self._grpc: Any = None
+
+    async def _rank(self, job: RankJob, timeout_s: float, carrier: dict[str, str]) -> RankResult:
+        result: RankResult = await self._ranking.rank.remote(job, timeout_s, carrier)
+        return result
+
+    async def _serve(
+        self, request: RecommendRequest, protocol: str, headers: dict[str, str]
+    ) -> tuple[RecommendResponse, str]:
+        start = time.perf_counter()
+        code = "200"
+        try:
+            with (
+                attached(extract(headers)),
+                tracer().start_as_current_span("recommend") as span,
+            ):
+                response = await self.recommender.recommend(request)
+                annotate(response)
+                return response, traceparent(span)
+        except InferenceError as exc:
+            code = str(exc.status)
+            raise
+        finally:
+            metrics.REQUESTS.labels(protocol=protocol, code=code).inc()
+            metrics.REQUEST_SECONDS.labels(protocol=protocol).observe(time.perf_counter() - start)
+
+    # ---- JSON API --------------------------------------------------------------------------
+
+    @api.post("/v1/recommend")
+    async def recommend(self, body: RecommendBody, request: Request) -> Response:
+        graph_request = RecommendRequest(
+            user_id=str(body.user_id),
+            k=self.config.default_k if body.k is None else body.k,
+            context=dict(body.context),
+        )
+        try:
+            response, parent = await self._serve(graph_request, "rest", dict(request.headers))
+        except InferenceError as exc:
+            return _error(exc)
+        return JSONResponse(response.to_dict(), headers={"traceparent": parent})
+
+    @api.get("/metrics")
+    async def prometheus(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- Open Inference Protocol over REST -------------------------------------------------
+
+    @api.get("/v2/health/live")
+    async def live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    async def ready(self) -> Response:
+        reason = self.components.readiness()
+        if reason is None:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+
+    @api.get("/v2")
+    async def server_metadata(self) -> dict[str, Any]:
+        return {"name": "cascade", "version": "1", "extensions": []}
+
+    @api.get("/v2/models/{name}")
+    async def model_metadata(self, name: str) -> Response:
+        if name == self.config.name:
+            return JSONResponse(oip.model_metadata(name, max_batch=oip.DEFAULT_MAX_BATCH))
+        return await self._proxy_http("GET", f"/v2/models/{name}", b"", {})
+
+    @api.get("/v2/models/{name}/ready")
+    async def model_ready(self, name: str) -> Response:
+        if name == self.config.name:
+            ready = self.components.readiness() is None
+            return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+        return await self._proxy_http("GET", f"/v2/models/{name}/ready", b"", {})
+
+    @api.post("/v2/models/{name}/infer")
+    async def infer(self, name: str, request: Request) -> Response:
+        return await self._infer(name, None, request)
+
+    @api.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_version(self, name: str, version: str, request: Request) -> Response:
+        return await self._infer(name, version, request)
+
+    async def _infer(self, name: str, version: str | None, request: Request) -> Response:
+        raw = await request.body()
+        if name != self.config.name:
+            path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+            return await self._proxy_http("POST", path, raw, dict(request.headers))
+        try:
+            header = request.headers.get("inference-header-content-length")
+            if header is not None and not header.isdigit():
+                raise BadRequest(f"Inference-Header-Content-Length: {header!r} is not a length")
+            body, binary = oip.split_rest_body(raw, None if header is None else int(header))
+            requests = oip.parse_rest_request(
+                body,
+                default_k=self.config.default_k,
+                max_k=self.config.max_k,
+                max_batch=oip.DEFAULT_MAX_BATCH,
+                binary=binary,
+            )
+            served = await asyncio.gather(
+                *(self._serve(r, "rest", dict(request.headers)) for r in requests)
+            )
+        except InferenceError as exc:
+            return _error(exc)
+        responses = [response for response, _ in served]
+        payload = oip.rest_response(
+            name,
+            "1",
+            responses,
+            body.get("id"),
+            k=max(r.k for r in requests),
+            outputs=oip.rest_requested_outputs(body) or None,
+        )
+        return JSONResponse(payload, headers={"traceparent": served[0][1]})
+
+    async def _proxy_http(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> Response:
+        """Pass a single-model request through to Triton, unchanged both ways."""
+        import aiohttp
+
+        if self._http is None:
+            self._http = aiohttp.ClientSession(f"http://{self.settings.triton_http}")
+        keep = {
+            k: v
+            for k, v in headers.items()
+            if k.lower() in ("content-type", "inference-header-content-length", "traceparent")
+        }
+        try:
+            async with self._http.request(method, path, data=body, headers=keep) as reply:
+                content = await reply.read()
+                out = {
+                    k: v
+                    for k, v in reply.headers.items()
+                    if k.lower() in ("content-type", "inference-header-content-length")
+                }
+                return Response(content, status_code=reply.status, headers=out)
+        except aiohttp.ClientError as exc:
+            return _error(Unavailable(f"Triton at {self.settings.triton_http}: {exc}"))
+
+    # ---- Open Inference Protocol over gRPC (methods named as in the service) ---------------
+
+    def ServerLive(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
+        return service_pb2.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
+        return service_pb2.ServerReadyResponse(ready=self.components.readiness() is None)
+
+    def ServerMetadata(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
+        return service_pb2.ServerMetadataResponse(name="cascade", version="1")
+
+    async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        if request.name == self.config.name:
+            ready = self.components.readiness() is None
+            return service_pb2.ModelReadyResponse(ready=ready)
+        return await self._proxy_grpc("ModelReady", request, grpc_context)
+
+    async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        if request.name == self.config.name:
+            return oip.grpc_model_metadata(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+        return await self._proxy_grpc("ModelMetadata", request, grpc_context)
+
+    async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        if request.model_name != self.config.name:
+            return await self._proxy_grpc("ModelInfer", request, grpc_context)
+        headers = _grpc_headers(grpc_context)
+        try:
+            requests = oip.parse_grpc_request(
+                request,
+                default_k=self.config.default_k,
+                max_k=self.config.max_k,
+                max_batch=oip.DEFAULT_MAX_BATCH,
+            )
+            served = await asyncio.gather(*(self._serve(r, "grpc", headers) for r in requests))
+        except InferenceError as exc:
+            _grpc_abort(grpc_context, exc)
+            return service_pb2.ModelInferResponse()
+        responses = [response for response, _ in served]
+        return oip.grpc_response(
+            request.model_name, "1", responses, request, k=max(r.k for r in requests)
+        )
+
+    async def _proxy_grpc(self, method: str, request: Any, grpc_context: Any) -> Any:
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc
+
+        if self._grpc is None:
+            channel = grpc.aio.insecure_channel(
+                self.settings.triton_grpc,
+                options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+            )
+            self._grpc = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            return await getattr(self._grpc, method)(request, timeout=10.0)
+        except grpc.aio.AioRpcError as exc:
+            if grpc_context is not None:
+                grpc_context.set_code(exc.code())
+                grpc_context.set_details(exc.details() or "")
+            response_type = getattr(service_pb2, f"{method}Response")
+            return response_type()
+
+
+def _grpc_headers(grpc_context: Any) -> dict[str, str]:
+    if grpc_context is None:
+        return {}
+    try:
+        return {k: v for k, v in grpc_context.invocation_metadata() if isinstance(v, str)}
+    except Exception:  # metadata is best effort: a trace that cannot continue starts anew
+        return {}
+
+
+def _grpc_abort(grpc_context: Any, exc: InferenceError) -> None:
+    import grpc
+
+    codes = {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        404: grpc.StatusCode.NOT_FOUND,
+        503: grpc.StatusCode.UNAVAILABLE,
+        504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+    if grpc_context is not None:
+        grpc_context.set_code(codes.get(exc.status, grpc.StatusCode.INTERNAL))
+        grpc_context.set_details(str(exc))
+
+
+#: Made a FastAPI class-based view at import, so every process that imports this module
+#: (the driver and each replica) turns the routes' ``self`` into the replica, not a query.
+IngressView = serve.ingress(api)(GraphIngress)
+
+# --------------------------------------------------------------------------------------------
+# Wiring
+# --------------------------------------------------------------------------------------------
+
+
+def build_app(settings: GraphSettings) -> Any:
+    """The application: ingress -> ranking, bound with the settings."""
+    ranking = serve.deployment(
+        name="ranking",
+        num_replicas=settings.ranking_replicas,
+        max_ongoing_requests=256,
+        ray_actor_options={"num_cpus": 0.1},
+        logging_config=_QUIET,
+    )(RankingService)
+    ingress = serve.deployment(
+        name="ingress",
+        num_replicas=settings.ingress_replicas,
+        max_ongoing_requests=settings.graph.admission.max_in_flight * 2,
+        ray_actor_options={"num_cpus": 0.1},
+        logging_config=_QUIET,
+    )(IngressView)
+    return ingress.bind(ranking.bind(settings), settings)
+
+
+__all__ = ["MODELS", "GraphIngress", "RankingService", "api", "build_app", "np"]

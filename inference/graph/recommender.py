@@ -1,0 +1,235 @@
+"""The graph's orchestrator: features -> retrieval -> ranking (+ combiner) -> re-rank, each
+stage under its budget, each failure turned into a named fallback.
+
+Fallbacks, in the reference design's order: retrieval -> popular items for the user's
+demographic ("retrieval:popular", ranking is skipped: its inputs would be meaningless);
+ranking -> retrieval order ("ranking:retrieval_order"); combiner -> one ranker
+("combiner:<ranker>", decided inside the ranking stage). Re-rank runs inline: it is
+arithmetic on a thousand rows, well under its budget, and has nothing to fall back to.
+A request only fails when its input is bad; unknown users get popular items for their
+demographic ("cold_start").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+import numpy as np
+
+from inference import metrics
+from inference.errors import BadRequest, InferenceError
+from inference.graph.catalog import Catalog
+from inference.graph.config import GraphConfig
+from inference.graph.deadline import Deadline
+from inference.graph.features import FeatureStore, UserFeatures
+from inference.graph.rerank import rerank, resolve_deny
+from inference.graph.stages import Candidates, RankJob, RankResult, Retriever
+from inference.graph.telemetry import set_attributes, tracer
+from inference.graph.types import RecommendRequest, RecommendResponse, ScoredItem
+from training.tables import FloatArray, IntArray
+
+log = logging.getLogger("cascade.inference")
+
+T = TypeVar("T")
+#: Ranks one job within ``timeout_s``: in-process, or through the ranking deployment.
+RankFn = Callable[[RankJob, float, dict[str, str]], Awaitable[RankResult]]
+
+
+class StageTimeout(InferenceError):
+    status = 504
+
+
+class Recommender:
+    """Answers :class:`RecommendRequest` s; one per ingress replica. Thread-safe stages run in
+    ``executor`` so the event loop only waits; ``clock`` is injectable for tests."""
+
+    def __init__(
+        self,
+        *,
+        config: GraphConfig,
+        catalog: Catalog,
+        features: FeatureStore,
+        retriever: Retriever,
+        rank: RankFn,
+        versions: dict[str, int],
+        executor: ThreadPoolExecutor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.features = features
+        self.retriever = retriever
+        self.rank = rank
+        self.versions = dict(versions)
+        self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="graph")
+        self._clock = clock
+        self._deny = resolve_deny(catalog.item_index, config.rerank.deny_items)
+        self._tracer = tracer()
+
+    def validate(self, request: RecommendRequest) -> None:
+        if not request.user_id:
+            raise BadRequest("user_id: must be a non-empty string")
+        if not 1 <= request.k <= self.config.max_k:
+            raise BadRequest(f"k: {request.k} is outside 1..{self.config.max_k}")
+
+    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        self.validate(request)
+        start = self._clock()
+        budgets = self.config.budgets
+        deadline = Deadline.after(budgets.total_ms, self._clock)
+        stages: list[str] = []
+        fallbacks: list[str] = []
+        stage_ms: dict[str, float] = {}
+
+        with self._stage("features", stage_ms, stages):
+            user = self.features.user(request.user_id)
+        candidates: Candidates | None = None
+        scores: FloatArray
+        if user is None:
+            with self._stage("cold_start", stage_ms, stages):
+                items = self.catalog.popular_for(request.context, self.config.candidates)
+                scores = _rank_scores(len(items))
+            exclude: IntArray = np.zeros(0, dtype=np.int64)
+        else:
+            exclude = user.seen
+            reserve = budgets.rerank_ms
+            try:
+                with self._stage("retrieval", stage_ms, stages):
+                    candidates = await self._run(
+                        lambda: self._retrieve(user),
+                        deadline.stage_timeout_s(budgets.retrieval_ms, reserve),
+                        "retrieval",
+                    )
+            except (InferenceError, TimeoutError) as exc:
+                items, scores = self._popular(user, request)
+                self._fallback("retrieval", "popular", fallbacks, exc)
+            if candidates is not None:
+                items, scores = candidates.items, candidates.scores
+                timeout = deadline.stage_timeout_s(budgets.ranking_ms, reserve)
+                try:
+                    with self._stage("ranking", stage_ms, stages):
+                        result = await asyncio.wait_for(
+                            self.rank(RankJob(user, candidates), timeout, _carrier()), timeout
+                        )
+                        span_batch = result.batch_size
+                        metrics.BATCH_SIZE.observe(span_batch)
+                    scores = result.scores
+                    for name in result.fallbacks:
+                        stage, _, used = name.partition(":")
+                        self._fallback(stage, used, fallbacks, None)
+                except (InferenceError, TimeoutError) as exc:
+                    self._fallback("ranking", "retrieval_order", fallbacks, exc)
+        with self._stage("rerank", stage_ms, stages):
+            chosen, final = self._rerank(items, scores, request.k, exclude)
+        return RecommendResponse(
+            user_id=request.user_id,
+            items=[self._item(int(i), float(s)) for i, s in zip(chosen, final, strict=True)],
+            model_versions=dict(self.versions),
+            stages=stages,
+            fallbacks=fallbacks,
+            known_user=user is not None,
+            latency_ms=(self._clock() - start) * 1000.0,
+            stage_ms=stage_ms,
+        )
+
+    # ---- stages ----------------------------------------------------------------------------
+
+    def _retrieve(self, user: UserFeatures) -> Candidates:
+        self._inject("retrieval")
+        timeout = self.config.budgets.retrieval_ms / 1000.0
+        return self.retriever(user, self.config.candidates, timeout)
+
+    def _rerank(
+        self, items: IntArray, scores: FloatArray, k: int, exclude: IntArray
+    ) -> tuple[IntArray, FloatArray]:
+        return rerank(
+            items,
+            scores,
+            k,
+            catalog_genres=self.catalog.item_genres,
+            genre_names=self.catalog.genre_names,
+            config=self.config.rerank,
+            exclude=exclude,
+            deny=self._deny,
+        )
+
+    def _popular(
+        self, user: UserFeatures, request: RecommendRequest
+    ) -> tuple[IntArray, FloatArray]:
+        context = dict(request.context)
+        if user.index is not None:
+            context = {**self.catalog.demographics(user.index), **context}
+        items = self.catalog.popular_for(context, self.config.candidates, exclude=user.seen)
+        return items, _rank_scores(len(items))
+
+    def _inject(self, stage: str) -> None:
+        delay = self.config.faults.delay_ms.get(stage, 0.0)
+        if delay > 0:
+            time.sleep(delay / 1000.0)
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    async def _run(self, work: Callable[[], T], timeout_s: float, stage: str) -> T:
+        if timeout_s <= 0:
+            raise StageTimeout(f"no time left for {stage}")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, work)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError as exc:
+            raise StageTimeout(f"{stage} exceeded {timeout_s * 1000:.1f} ms") from exc
+
+    @contextmanager
+    def _stage(self, name: str, stage_ms: dict[str, float], stages: list[str]) -> Iterator[object]:
+        start = self._clock()
+        with self._tracer.start_as_current_span(f"stage.{name}") as span:
+            try:
+                yield span
+                stages.append(name)
+            finally:
+                seconds = self._clock() - start
+                stage_ms[name] = round(seconds * 1000.0, 3)
+                metrics.STAGE_SECONDS.labels(stage=name).observe(seconds)
+
+    def _fallback(
+        self, stage: str, used: str, fallbacks: list[str], cause: BaseException | None
+    ) -> None:
+        fallbacks.append(f"{stage}:{used}")
+        metrics.FALLBACKS.labels(stage=stage, fallback=used).inc()
+        if cause is not None:
+            log.debug("%s fell back to %s: %s", stage, used, cause)
+
+    def _item(self, index: int, score: float) -> ScoredItem:
+        item_id, title, genres = self.catalog.describe(index)
+        return ScoredItem(item_id=item_id, score=round(score, 6), title=title, genres=genres)
+
+
+def _carrier() -> dict[str, str]:
+    from inference.graph.telemetry import inject
+
+    return inject()
+
+
+def _rank_scores(n: int) -> FloatArray:
+    """Scores for a list that is already in order (popular items): 1, 1/2, 1/3, ..."""
+    return (1.0 / np.arange(1, n + 1)).astype(np.float32)
+
+
+def annotate(response: RecommendResponse) -> None:
+    """Put the response's outcome on the current span (what a trace viewer shows first)."""
+    from opentelemetry import trace
+
+    set_attributes(
+        trace.get_current_span(),
+        {
+            "cascade.user_id": response.user_id,
+            "cascade.fallbacks": response.fallbacks,
+            "cascade.known_user": response.known_user,
+        },
+    )

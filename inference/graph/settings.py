@@ -1,0 +1,26 @@
+"""Where a graph replica finds its models and dependencies; passed to every deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from inference.graph.config import GraphConfig
+
+
+class GraphSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The Triton model repository the build wrote (the user tower's version directory
+    #: carries the catalog, features and item index).
+    repository: Path
+    #: Triton's gRPC and HTTP endpoints (host:port); used for the models and for the
+    #: single-model Open Inference Protocol pass-through.
+    triton_grpc: str = "localhost:8001"
+    triton_http: str = "localhost:8000"
+    #: "triton", or "onnxruntime" to run the models in the replicas (no Triton at all).
+    runtime: str = "triton"
+    graph: GraphConfig = GraphConfig()
+    ingress_replicas: int = 1
+    ranking_replicas: int = 1

@@ -1,0 +1,203 @@
+"""The graph's stages as plain, synchronous building blocks over a model runtime.
+
+Each stage does its work or raises; the orchestrator (:mod:`inference.graph.recommender`)
+decides budgets and fallbacks. Keeping the stages free of deadlines and event loops lets the
+same code run in Ray Serve replicas, in tests, and in the in-process ceiling benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from inference.errors import InferenceError
+from inference.graph.catalog import Catalog
+from inference.graph.features import UserFeatures
+from inference.runtime import ModelRuntime, Tensors
+from training.tables import FloatArray, IntArray
+
+USER_TOWER = "user_tower"
+RANKERS = ("ranker_dcn", "ranker_mlp")
+COMBINER = "combiner"
+MODELS = (USER_TOWER, *RANKERS, COMBINER)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Retrieval's answer: item indices, best first, and their inner-product scores."""
+
+    items: IntArray
+    scores: FloatArray
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """One request's share of a ranking batch: the user's features and its candidates."""
+
+    user: UserFeatures
+    candidates: Candidates
+
+
+@dataclass
+class RankResult:
+    """Final pre-re-rank scores for one job, and which fallbacks produced them."""
+
+    scores: FloatArray
+    fallbacks: list[str] = field(default_factory=list)
+    batch_size: int = 1
+
+
+class ItemSearch:
+    """Top-n inner-product search over the item embeddings with the seen items removed.
+
+    Uses the build's faiss index (HNSW) when present; ``exact`` searches the embedding
+    matrix directly, which is faster than HNSW for catalogs of a few thousand items.
+    """
+
+    def __init__(self, directory: Path, *, exact: bool | None = None) -> None:
+        self.embeddings = np.ascontiguousarray(
+            np.load(directory / "item_embeddings.npy"), dtype=np.float32
+        )
+        n_items = self.embeddings.shape[0]
+        self.exact = n_items <= 20_000 if exact is None else exact
+        self.index: faiss.Index | None = None
+        if not self.exact:
+            faiss.omp_set_num_threads(1)
+            self.index = faiss.read_index(str(directory / "item_index.faiss"))
+
+    def search(self, query: FloatArray, n: int, exclude: IntArray) -> Candidates:
+        vector = np.asarray(query, dtype=np.float32).reshape(-1)
+        n_items = self.embeddings.shape[0]
+        depth = min(n_items, n + len(exclude))
+        if self.index is None:
+            scores = self.embeddings @ vector
+            if len(exclude):
+                scores[exclude] = -np.inf
+            take = min(n, n_items - len(np.unique(exclude)))
+            top = (
+                np.argpartition(-scores, take - 1)[:take] if take < n_items else np.arange(n_items)
+            )
+            top = top[np.argsort(-scores[top], kind="stable")]
+            top = top[np.isfinite(scores[top])][:n]
+            return Candidates(top.astype(np.int64), scores[top].astype(np.float32))
+        hnsw = faiss.downcast_index(self.index)
+        if hasattr(hnsw, "hnsw"):
+            hnsw.hnsw.efSearch = max(depth, 128)
+        found_scores, found = self.index.search(vector[None, :], depth)
+        items, scores = found[0], found_scores[0]
+        keep = items >= 0
+        if len(exclude):
+            keep &= ~np.isin(items, exclude)
+        return Candidates(items[keep][:n].astype(np.int64), scores[keep][:n].astype(np.float32))
+
+
+class Retriever:
+    """User tower on the runtime, then ANN search: about ``n`` unseen candidates."""
+
+    def __init__(
+        self, runtime: ModelRuntime, search: ItemSearch, versions: Mapping[str, int]
+    ) -> None:
+        self.runtime = runtime
+        self.search = search
+        self.versions = versions
+
+    def __call__(self, user: UserFeatures, n: int, timeout_s: float | None = None) -> Candidates:
+        feed: Tensors = {
+            "user_id": np.array([[user.model_id]], dtype=np.int64),
+            "user_dense": user.dense[None, :].astype(np.float32),
+            "history": user.history[None, :].astype(np.int64),
+        }
+        out = self.runtime.infer(
+            USER_TOWER, feed, version=self.versions.get(USER_TOWER), timeout_s=timeout_s
+        )
+        return self.search.search(out["user_embedding"][0], n, user.seen)
+
+
+def ranker_feed(catalog: Catalog, jobs: Sequence[RankJob]) -> Tensors:
+    """One feed for all jobs' candidates: user columns repeated per candidate, and each
+    candidate blanked out of its user's history (as in training; a no-op for unseen items)."""
+    sizes = [len(job.candidates.items) for job in jobs]
+    items = np.concatenate([job.candidates.items for job in jobs])
+    user_ids = np.repeat([job.user.model_id for job in jobs], sizes).astype(np.int64)
+    dense = np.repeat(np.stack([job.user.dense for job in jobs]), sizes, axis=0)
+    history = np.repeat(np.stack([job.user.history for job in jobs]), sizes, axis=0)
+    history = np.where(history == (items + 1)[:, None], 0, history)
+    return {
+        "user_id": user_ids[:, None],
+        "item_id": (items + 1).astype(np.int64)[:, None],
+        "user_dense": dense.astype(np.float32, copy=False),
+        "item_dense": catalog.features.item_dense[items],
+        "history": history.astype(np.int64, copy=False),
+    }
+
+
+class Ranker:
+    """Both rankers over every job's candidates in one call each, then the combiner.
+
+    Degrades inside the stage: if the combiner fails, the DCN ranker's logit orders the
+    candidates ("combiner:ranker_dcn"); if one ranker fails, the other's does. Only when both
+    rankers fail does it raise, and the orchestrator falls back to retrieval order.
+    """
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        catalog: Catalog,
+        versions: Mapping[str, int],
+        *,
+        pool: ThreadPoolExecutor | None = None,
+        on_model_error: Callable[[str, InferenceError], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.catalog = catalog
+        self.versions = versions
+        self._pool = pool or ThreadPoolExecutor(len(RANKERS), thread_name_prefix="ranker")
+        self._on_model_error = on_model_error
+
+    def _infer(self, model: str, feed: Tensors, timeout_s: float | None) -> FloatArray:
+        out = self.runtime.infer(model, feed, version=self.versions.get(model), timeout_s=timeout_s)
+        return np.asarray(next(iter(out.values())), dtype=np.float32).reshape(-1)
+
+    def __call__(self, jobs: Sequence[RankJob], timeout_s: float | None = None) -> list[RankResult]:
+        start = time.monotonic()
+        feed = ranker_feed(self.catalog, jobs)
+        futures = {m: self._pool.submit(self._infer, m, feed, timeout_s) for m in RANKERS}
+        logits: dict[str, FloatArray] = {}
+        errors: dict[str, InferenceError] = {}
+        for model, future in futures.items():
+            try:
+                logits[model] = future.result()
+            except InferenceError as exc:
+                errors[model] = exc
+                if self._on_model_error is not None:
+                    self._on_model_error(model, exc)
+        if not logits:
+            raise next(iter(errors.values()))
+        retrieval = np.concatenate([job.candidates.scores for job in jobs]).astype(np.float32)
+        fallbacks: list[str] = []
+        if errors:
+            survivor = next(iter(logits))
+            scores, fallbacks = logits[survivor], [f"combiner:{survivor}"]
+        else:
+            stacked = np.stack([logits[RANKERS[0]], logits[RANKERS[1]], retrieval], axis=1)
+            left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
+            try:
+                scores = self._infer(COMBINER, {"scores": stacked}, left)
+            except InferenceError as exc:
+                if self._on_model_error is not None:
+                    self._on_model_error(COMBINER, exc)
+                scores, fallbacks = logits[RANKERS[0]], [f"combiner:{RANKERS[0]}"]
+        results: list[RankResult] = []
+        offset = 0
+        for job in jobs:
+            size = len(job.candidates.items)
+            part = scores[offset : offset + size]
+            results.append(RankResult(part.copy(), list(fallbacks), batch_size=len(jobs)))
+            offset += size
+        return results

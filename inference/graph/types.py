@@ -1,0 +1,54 @@
+"""What goes into and comes out of the graph, independent of the protocol that carried it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RecommendRequest:
+    """``user_id`` is the catalog's id (a string, as in the source data). ``context`` may carry
+    demographics (``age``, ``gender``, ``occupation``) used for users the store does not know."""
+
+    user_id: str
+    k: int
+    context: dict[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    title: str | None = None
+    genres: tuple[str, ...] = ()
+
+
+@dataclass
+class RecommendResponse:
+    user_id: str
+    items: list[ScoredItem]
+    model_versions: dict[str, int]
+    stages: list[str]
+    fallbacks: list[str]
+    known_user: bool
+    latency_ms: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    assignment: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "items": [
+                {"item_id": i.item_id, "score": i.score, "title": i.title, "genres": list(i.genres)}
+                for i in self.items
+            ],
+            "model_versions": dict(self.model_versions),
+            "stages": list(self.stages),
+            "fallbacks": list(self.fallbacks),
+            "known_user": self.known_user,
+            "latency_ms": self.latency_ms,
+            "stage_ms": dict(self.stage_ms),
+            "assignment": dict(self.assignment),
+        }
