@@ -36,6 +36,9 @@ def _server(args: argparse.Namespace) -> Any:
         runtime=args.runtime,
         triton_grpc=args.triton_grpc,
         triton_http=args.triton_http,
+        experiments=args.experiments,
+        experiment=args.experiment,
+        event_store=args.event_store,
     )
 
 
@@ -137,6 +140,9 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--triton-grpc", help="use this Triton (host:port) instead of starting one")
     parser.add_argument("--triton-http", help="its HTTP endpoint, for single-model pass-through")
+    parser.add_argument("--experiments", type=Path, help="ab_router catalog (YAML/JSON)")
+    parser.add_argument("--experiment", help="the experiment that splits this graph's traffic")
+    parser.add_argument("--event-store", help="exposure log: SQLite file or redis://...")
 
 
 def register(sub: Any) -> None:

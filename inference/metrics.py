@@ -87,3 +87,14 @@ MODEL_ERRORS = Counter(
 def record_versions(versions: dict[str, int]) -> None:
     for model, version in versions.items():
         MODEL_VERSION.labels(model=model, version=str(version)).set(1.0)
+
+
+EXPOSURES = Counter(
+    "cascade_exposures_total",
+    "Experiment exposures: requests served by a variant.",
+    ["variant"],
+)
+EXPOSURES_DROPPED = Counter(
+    "cascade_exposures_dropped_total",
+    "Exposures not logged because the event store fell behind or failed.",
+)

@@ -29,10 +29,15 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from tritonclient.grpc import service_pb2
 
+from ab_router.cli import open_store
+from ab_router.design import Catalog as ExperimentCatalog
+from ab_router.events import EventStore
 from inference import metrics
-from inference.errors import BadRequest, InferenceError, Unavailable
+from inference.errors import BadRequest, InferenceError, ModelNotFound, Unavailable
 from inference.graph.admission import Admission
 from inference.graph.components import Components, load_components
+from inference.graph.config import GraphConfig
+from inference.graph.experiments import ExperimentRouter, read_catalog, report
 from inference.graph.recommender import Recommender, annotate
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import MODELS, RankJob, RankResult
@@ -126,6 +131,7 @@ class RankingService:
 
 _admission: Admission | None = None
 _max_body = 64 * 1024
+_retry_after = "1"
 
 
 @api.middleware("http")
@@ -147,7 +153,7 @@ async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Resp
         return JSONResponse(
             {"error": "overloaded: too many requests in flight, retry later"},
             status_code=503,
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": _retry_after},
         )
     try:
         return await call_next(request)
@@ -164,24 +170,50 @@ class GraphIngress:
     re-rank) and a handle to the ranking deployment."""
 
     def __init__(self, ranking: DeploymentHandle[Any], settings: GraphSettings) -> None:
-        global _admission, _max_body
+        global _admission, _max_body, _retry_after
         self.settings = settings
         self.config = settings.graph
         _admission = Admission(self.config.admission.max_in_flight)
         _max_body = self.config.admission.max_body_bytes
+        _retry_after = str(self.config.admission.retry_after_s)
         self.components: Components = load_components(settings, with_ranker=False)
         self._ranking = ranking
-        self.recommender = Recommender(
-            config=self.config,
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="graph")
+        self._http: Any = None  # aiohttp session to Triton, made on first use (needs a loop)
+        self._grpc: Any = None
+        self.recommender = self._recommender(self.config)
+        self.router: ExperimentRouter | None = None
+        self.store: EventStore | None = None
+        self.experiments: ExperimentCatalog | None = None
+        self.variants: dict[str, Recommender] = {}
+        if settings.experiments is not None:
+            self.experiments = read_catalog(settings.experiments)
+        if settings.event_store is not None:
+            self.store = open_store(settings.event_store)
+        if settings.experiment is not None:
+            if self.experiments is None:
+                raise InferenceError("experiment: set, but no experiments file was given")
+            self.router = ExperimentRouter(
+                self.experiments, settings.experiment, self.config, self.store
+            )
+            self.variants = {v: self._recommender(c) for v, c in self.router.configs.items()}
+        metrics.record_versions(self.components.versions)
+
+    def _recommender(self, config: GraphConfig) -> Recommender:
+        from inference.graph.components import resolve_versions
+
+        versions = {**self.components.versions, **config.model_versions}
+        if config.model_versions:
+            resolve_versions(self.settings.repository, config.model_versions)
+        return Recommender(
+            config=config,
             catalog=self.components.catalog,
             features=self.components.features,
             retriever=self.components.retriever,
             rank=self._rank,
-            versions=self.components.versions,
+            versions=versions,
+            executor=self._pool,
         )
-        metrics.record_versions(self.components.versions)
-        self._http: Any = None
-        self._grpc: Any = None
 
     async def _rank(self, job: RankJob, timeout_s: float, carrier: dict[str, str]) -> RankResult:
         result: RankResult = await self._ranking.rank.remote(job, timeout_s, carrier)
@@ -197,7 +229,15 @@ class GraphIngress:
                 attached(extract(headers)),
                 tracer().start_as_current_span("recommend") as span,
             ):
-                response = await self.recommender.recommend(request)
+                recommender, route = self.recommender, None
+                if self.router is not None:
+                    route = self.router.route(request.user_id)
+                    recommender = self.variants.get(route.variant or "", self.recommender)
+                response = await recommender.recommend(request)
+                if self.router is not None and route is not None:
+                    response.assignment = route.assignment
+                    if route.variant is not None:
+                        self.router.served(request.user_id, route.variant)
                 annotate(response)
                 return response, traceparent(span)
         except InferenceError as exc:
@@ -221,6 +261,21 @@ class GraphIngress:
         except InferenceError as exc:
             return _error(exc)
         return JSONResponse(response.to_dict(), headers={"traceparent": parent})
+
+    @api.get("/v1/experiments/{name}")
+    async def experiment_report(self, name: str) -> Response:
+        """The experiment's analysis (decisions, effects, SRM, guardrails) as JSON."""
+        if self.experiments is None or self.store is None:
+            return _error(
+                ModelNotFound("no experiments are configured (--experiments, --event-store)")
+            )
+        catalog, store = self.experiments, self.store
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(self._pool, lambda: report(catalog, store, name))
+        except InferenceError as exc:
+            return _error(exc)
+        return JSONResponse(body)
 
     @api.get("/metrics")
     async def prometheus(self) -> Response:

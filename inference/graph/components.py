@@ -29,7 +29,7 @@ class Components:
     ranker: Ranker | None
     versions: dict[str, int]
 
-    def warm_up(self) -> None:
+    def warm_up(self, candidates: int) -> None:
         """One call through each stage, so the first real request does not pay for fetching
         model configs and waking the backends (which would blow its budget). Failures are
         logged, not raised: a replica must start even while Triton is down, and degrade."""
@@ -39,9 +39,10 @@ class Components:
         if user is None:
             return
         try:
-            candidates = self.retriever(user, 100, 10.0)
+            found = self.retriever(user, candidates, 10.0)
             if self.ranker is not None:
-                self.ranker([RankJob(user, candidates)], 10.0)
+                for _ in range(3):
+                    self.ranker([RankJob(user, found)], 10.0)
         except InferenceError as exc:
             log.warning("warm-up failed (the graph will use fallbacks until it recovers): %s", exc)
 
@@ -106,5 +107,5 @@ def load_components(settings: GraphSettings, *, with_ranker: bool) -> Components
         else None
     )
     components = Components(catalog, features, runtime, retriever, ranker, versions)
-    components.warm_up()
+    components.warm_up(config.candidates)
     return components

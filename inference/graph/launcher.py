@@ -55,6 +55,9 @@ class GraphServer:
     num_cpus: int | None = None
     ingress_replicas: int = 1
     ranking_replicas: int = 1
+    experiments: Path | None = None
+    experiment: str | None = None
+    event_store: str | None = None
     startup_timeout_s: float = 120.0
     triton: TritonServer | None = field(default=None, init=False)
     settings: GraphSettings | None = field(default=None, init=False)
@@ -95,6 +98,9 @@ class GraphServer:
             graph=self.graph,
             ingress_replicas=self.ingress_replicas,
             ranking_replicas=self.ranking_replicas,
+            experiments=self.experiments.resolve() if self.experiments else None,
+            experiment=self.experiment,
+            event_store=self.event_store,
         )
         start_ray(self.num_cpus)
         from ray import serve
@@ -109,6 +115,38 @@ class GraphServer:
         )
         serve.run(build_app(self.settings), name=self.graph.name, route_prefix="/", blocking=False)
         self.wait_ready()
+        self.warm_up()
+
+    def warm_up(self, requests: int = 20) -> None:
+        """A few requests through the whole path (handles, batching, Triton's first large
+        batches), so the first client request is not the one that pays for them."""
+        for number in range(requests):
+            try:
+                recommend(self.url, str(number + 1), timeout_s=10.0)
+            except InferenceError as exc:
+                log.debug("warm-up request failed: %s", exc)
+
+    def redeploy(self, graph: GraphConfig | None = None, **settings: object) -> None:
+        """Replace the running app with one built from changed settings (a new graph config,
+        another Triton), and wait until Serve reports it running; Triton is left as it is."""
+        from ray import serve
+
+        from inference.graph.app import build_app
+
+        assert self.settings is not None, "start() first"
+        changes: dict[str, object] = dict(settings)
+        if graph is not None:
+            changes["graph"] = graph
+        self.settings = self.settings.model_copy(update=changes)
+        serve.run(build_app(self.settings), name=self.graph.name, route_prefix="/", blocking=False)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            status = serve.status().applications.get(self.graph.name)
+            if status is not None and str(status.status).endswith("RUNNING"):
+                self.warm_up()
+                return
+            time.sleep(0.25)
+        raise Unavailable(f"the redeployed graph did not start in {self.startup_timeout_s:g}s")
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s

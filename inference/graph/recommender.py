@@ -101,10 +101,9 @@ class Recommender:
             reserve = budgets.rerank_ms
             try:
                 with self._stage("retrieval", stage_ms, stages):
+                    retrieval_s = deadline.stage_timeout_s(budgets.retrieval_ms, reserve)
                     candidates = await self._run(
-                        lambda: self._retrieve(user),
-                        deadline.stage_timeout_s(budgets.retrieval_ms, reserve),
-                        "retrieval",
+                        lambda: self._retrieve(user, retrieval_s), retrieval_s, "retrieval"
                     )
             except (InferenceError, TimeoutError) as exc:
                 items, scores = self._popular(user, request)
@@ -113,9 +112,14 @@ class Recommender:
                 items, scores = candidates.items, candidates.scores
                 timeout = deadline.stage_timeout_s(budgets.ranking_ms, reserve)
                 try:
+                    if timeout <= 0:
+                        raise StageTimeout("no time left for ranking")
                     with self._stage("ranking", stage_ms, stages):
                         result = await asyncio.wait_for(
-                            self.rank(RankJob(user, candidates), timeout, _carrier()), timeout
+                            self.rank(
+                                RankJob(user, candidates, self.versions), timeout, _carrier()
+                            ),
+                            timeout,
                         )
                         span_batch = result.batch_size
                         metrics.BATCH_SIZE.observe(span_batch)
@@ -140,10 +144,9 @@ class Recommender:
 
     # ---- stages ----------------------------------------------------------------------------
 
-    def _retrieve(self, user: UserFeatures) -> Candidates:
+    def _retrieve(self, user: UserFeatures, timeout_s: float) -> Candidates:
         self._inject("retrieval")
-        timeout = self.config.budgets.retrieval_ms / 1000.0
-        return self.retriever(user, self.config.candidates, timeout)
+        return self.retriever(user, self.config.candidates, timeout_s, self.versions)
 
     def _rerank(
         self, items: IntArray, scores: FloatArray, k: int, exclude: IntArray

@@ -24,3 +24,9 @@ class GraphSettings(BaseModel):
     graph: GraphConfig = GraphConfig()
     ingress_replicas: int = 1
     ranking_replicas: int = 1
+    #: An ab_router catalog (YAML/JSON) and the experiment in it that splits this graph's
+    #: traffic: each variant's ``config`` overrides fields of ``graph``.
+    experiments: Path | None = None
+    experiment: str | None = None
+    #: Where exposures are logged (a SQLite file or ``redis://...``); None: not logged.
+    event_store: str | None = None

@@ -42,6 +42,8 @@ class RankJob:
 
     user: UserFeatures
     candidates: Candidates
+    #: Model versions for this job (an experiment variant's); None: the ranker's defaults.
+    versions: dict[str, int] | None = None
 
 
 @dataclass
@@ -107,15 +109,20 @@ class Retriever:
         self.search = search
         self.versions = versions
 
-    def __call__(self, user: UserFeatures, n: int, timeout_s: float | None = None) -> Candidates:
+    def __call__(
+        self,
+        user: UserFeatures,
+        n: int,
+        timeout_s: float | None = None,
+        versions: Mapping[str, int] | None = None,
+    ) -> Candidates:
+        version = (versions or self.versions).get(USER_TOWER)
         feed: Tensors = {
             "user_id": np.array([[user.model_id]], dtype=np.int64),
             "user_dense": user.dense[None, :].astype(np.float32),
             "history": user.history[None, :].astype(np.int64),
         }
-        out = self.runtime.infer(
-            USER_TOWER, feed, version=self.versions.get(USER_TOWER), timeout_s=timeout_s
-        )
+        out = self.runtime.infer(USER_TOWER, feed, version=version, timeout_s=timeout_s)
         return self.search.search(out["user_embedding"][0], n, user.seen)
 
 
@@ -160,14 +167,33 @@ class Ranker:
         self._pool = pool or ThreadPoolExecutor(len(RANKERS), thread_name_prefix="ranker")
         self._on_model_error = on_model_error
 
-    def _infer(self, model: str, feed: Tensors, timeout_s: float | None) -> FloatArray:
-        out = self.runtime.infer(model, feed, version=self.versions.get(model), timeout_s=timeout_s)
+    def _infer(
+        self, model: str, feed: Tensors, timeout_s: float | None, versions: Mapping[str, int]
+    ) -> FloatArray:
+        out = self.runtime.infer(model, feed, version=versions.get(model), timeout_s=timeout_s)
         return np.asarray(next(iter(out.values())), dtype=np.float32).reshape(-1)
 
     def __call__(self, jobs: Sequence[RankJob], timeout_s: float | None = None) -> list[RankResult]:
+        """Rank every job; jobs that ask for other model versions are ranked in their own
+        group, so one batch never mixes versions."""
+        groups: dict[tuple[tuple[str, int], ...], list[int]] = {}
+        for position, job in enumerate(jobs):
+            key = tuple(sorted((job.versions or self.versions).items()))
+            groups.setdefault(key, []).append(position)
+        results: list[RankResult | None] = [None] * len(jobs)
+        for key, positions in groups.items():
+            ranked = self._rank([jobs[p] for p in positions], dict(key), timeout_s)
+            for position, result in zip(positions, ranked, strict=True):
+                result.batch_size = len(jobs)
+                results[position] = result
+        return [r for r in results if r is not None]
+
+    def _rank(
+        self, jobs: Sequence[RankJob], versions: Mapping[str, int], timeout_s: float | None
+    ) -> list[RankResult]:
         start = time.monotonic()
         feed = ranker_feed(self.catalog, jobs)
-        futures = {m: self._pool.submit(self._infer, m, feed, timeout_s) for m in RANKERS}
+        futures = {m: self._pool.submit(self._infer, m, feed, timeout_s, versions) for m in RANKERS}
         logits: dict[str, FloatArray] = {}
         errors: dict[str, InferenceError] = {}
         for model, future in futures.items():
@@ -188,7 +214,7 @@ class Ranker:
             stacked = np.stack([logits[RANKERS[0]], logits[RANKERS[1]], retrieval], axis=1)
             left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
             try:
-                scores = self._infer(COMBINER, {"scores": stacked}, left)
+                scores = self._infer(COMBINER, {"scores": stacked}, left, versions)
             except InferenceError as exc:
                 if self._on_model_error is not None:
                     self._on_model_error(COMBINER, exc)

@@ -1,0 +1,180 @@
+"""Experiments in the graph: each request's variant picks its graph configuration, the
+response says which variant served it, and an exposure is logged once it was served.
+
+Assignment is :func:`ab_router.assignment.assign` (a pure hash, so nothing is stored per
+user); a variant's ``config`` holds overrides of :class:`GraphConfig` (model versions,
+budgets, re-rank parameters), validated when the graph starts so a typo fails the deploy,
+not a request. Exposures go to the event store from a background thread: a durable write
+costs a fsync, which the request must not wait for; the store's idempotency on event ids
+keeps a retried write from counting twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ab_router.assignment import assign
+from ab_router.design import Catalog as ExperimentCatalog
+from ab_router.design import load_catalog
+from ab_router.errors import ExperimentError
+from ab_router.events import EventStore, Exposure
+from inference import metrics
+from inference.errors import InferenceError
+from inference.graph.config import GraphConfig
+
+log = logging.getLogger("cascade.inference")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which configuration serves a request, and the assignment the response reports."""
+
+    variant: str | None
+    config: GraphConfig
+    assignment: dict[str, str]
+
+
+def read_catalog(path: Path) -> ExperimentCatalog:
+    import yaml
+
+    try:
+        return load_catalog(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, ValidationError, ExperimentError) as exc:
+        raise InferenceError(f"experiments file {path}: {exc}") from exc
+
+
+class ExperimentRouter:
+    def __init__(
+        self,
+        catalog: ExperimentCatalog,
+        experiment: str,
+        base: GraphConfig,
+        store: EventStore | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        queue_size: int = 10_000,
+    ) -> None:
+        try:
+            self.experiment = catalog.experiment(experiment)
+        except ExperimentError as exc:
+            raise InferenceError(f"experiment: {exc}") from exc
+        self.catalog = catalog
+        self.base = base
+        self.configs: dict[str, GraphConfig] = {}
+        for variant in self.experiment.variants:
+            try:
+                self.configs[variant.name] = base.with_overrides(variant.config)
+            except ValidationError as exc:
+                raise InferenceError(
+                    f"experiment {experiment}: variant {variant.name}: config: {exc}"
+                ) from exc
+        self._clock = clock
+        self._writer = ExposureWriter(store, queue_size) if store is not None else None
+
+    def route(self, user_id: str) -> Route:
+        assignment = assign(self.catalog, user_id, self.experiment.name)
+        reported = {
+            "experiment": self.experiment.name,
+            "variant": assignment.variant or "",
+            "reason": assignment.reason,
+        }
+        if assignment.variant is None:
+            return Route(None, self.base, reported)
+        return Route(assignment.variant, self.configs[assignment.variant], reported)
+
+    def served(self, user_id: str, variant: str) -> None:
+        """Log that ``variant`` was served to ``user_id`` (call only after a success)."""
+        metrics.EXPOSURES.labels(variant=variant).inc()
+        if self._writer is None:
+            return
+        self._writer.submit(
+            Exposure(
+                event_id=f"{self.experiment.name}:{user_id}:{uuid.uuid4().hex}",
+                experiment=self.experiment.name,
+                unit_id=user_id,
+                variant=variant,
+                timestamp=self._clock(),
+            )
+        )
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class ExposureWriter:
+    """A bounded queue drained by one thread into the event store. When the store falls
+    behind, new exposures are dropped and counted rather than slowing every request."""
+
+    def __init__(self, store: EventStore, queue_size: int) -> None:
+        self.store = store
+        self._queue: queue.Queue[Exposure | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._drain, name="exposures", daemon=True)
+        self._thread.start()
+
+    def submit(self, exposure: Exposure) -> None:
+        try:
+            self._queue.put_nowait(exposure)
+        except queue.Full:
+            metrics.EXPOSURES_DROPPED.inc()
+
+    def _drain(self) -> None:
+        while True:
+            exposure = self._queue.get()
+            try:
+                if exposure is None:
+                    return
+                self.store.record_exposure(exposure)
+            except Exception as exc:  # the store's own errors; never kill the writer
+                metrics.EXPOSURES_DROPPED.inc()
+                log.warning("exposure %s not logged: %s", getattr(exposure, "event_id", ""), exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every submitted exposure is written (True) or ``timeout_s`` passes."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued, then stop; the store is closed only once the writer is."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.warning(
+                "exposure writer did not drain in %.0fs; pending exposures are lost", timeout_s
+            )
+            return
+        self._thread.join(timeout=timeout_s)
+        if not self._thread.is_alive():
+            self.store.close()
+
+
+def report(catalog: ExperimentCatalog, store: EventStore, name: str) -> dict[str, Any]:
+    """The experiment's analysis as JSON: what the operator's canary analysis reads."""
+    from ab_router.analysis import analyze
+
+    try:
+        experiment = catalog.experiment(name)
+    except ExperimentError as exc:
+        from inference.errors import ModelNotFound
+
+        raise ModelNotFound(str(exc)) from exc
+    result: dict[str, Any] = analyze(store, experiment).to_dict()
+    return result

@@ -1,0 +1,312 @@
+"""The recommendation graph end to end: Triton, Ray Serve and the app, on a MovieLens build.
+
+One graph per session (``graph`` fixture); fault scenarios redeploy it with a changed config
+and restore the default afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inference.graph.catalog import Catalog
+from inference.graph.config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
+from inference.graph.launcher import GraphServer
+from inference.triton.server import free_port
+from training.repository import ModelRepository
+
+pytestmark = pytest.mark.integration
+
+USERS = ("1", "42", "405")
+#: Functional tests must not depend on how busy the machine is, so the session's graph gets
+#: generous budgets; the fault tests redeploy with the reference budgets they check.
+RELAXED = GraphConfig(
+    budgets=StageBudgets(retrieval_ms=1000, ranking_ms=2000, rerank_ms=100, total_ms=4000)
+)
+
+
+def post(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data, {"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read()), reply.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), exc.headers
+
+
+def recommend(graph: GraphServer, user: str, k: int = 10, **extra: Any) -> dict[str, Any]:
+    status, body, _ = post(f"{graph.url}/v1/recommend", {"user_id": user, "k": k, **extra})
+    assert status == 200, body
+    answer: dict[str, Any] = body
+    return answer
+
+
+@pytest.fixture(scope="session")
+def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("traces") / "spans.jsonl"
+
+
+@pytest.fixture(scope="session")
+def graph(movielens_repo: Path, trace_file: Path) -> Iterator[GraphServer]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CASCADE_TRACE_FILE", str(trace_file))  # inherited by every Ray process
+    server = GraphServer(
+        movielens_repo, graph=RELAXED, http_port=free_port(), grpc_port=free_port()
+    )
+    try:
+        with server:
+            yield server
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def redeploy(graph: GraphServer) -> Iterator[Any]:
+    """Redeploy the graph with changes for one test, then restore the defaults."""
+    original = graph.settings
+    assert original is not None
+    yield graph.redeploy
+    graph.redeploy(graph=original.graph, triton_grpc=original.triton_grpc)
+
+
+@pytest.fixture(scope="session")
+def catalog(movielens_repo: Path) -> Catalog:
+    return Catalog.load(ModelRepository(movielens_repo).version_dir("user_tower", 1))
+
+
+def test_recommendations_are_deterministic_and_unseen(graph: GraphServer, catalog: Catalog) -> None:
+    for user in USERS:
+        first, second = recommend(graph, user), recommend(graph, user)
+        assert [i["item_id"] for i in first["items"]] == [i["item_id"] for i in second["items"]]
+        assert len(first["items"]) == 10
+        assert first["fallbacks"] == [], first
+        assert first["stages"] == ["features", "retrieval", "ranking", "rerank"]
+        assert first["model_versions"] == {
+            "user_tower": 1,
+            "ranker_dcn": 1,
+            "ranker_mlp": 1,
+            "combiner": 1,
+        }
+        seen = {catalog.item_ids[i] for i in catalog.seen(catalog.user_index[user])}
+        assert not seen & {i["item_id"] for i in first["items"]}
+        assert all(i["title"] for i in first["items"])
+
+
+def test_unknown_user_gets_popular_items_for_the_demographic(
+    graph: GraphServer, catalog: Catalog
+) -> None:
+    context = {"gender": "F", "age": "30"}
+    answer = recommend(graph, "someone-new", k=5, context=context)
+    assert answer["known_user"] is False
+    assert answer["stages"] == ["features", "cold_start", "rerank"]
+    pool = {catalog.item_ids[i] for i in catalog.popular_for(context, 50)}
+    assert {i["item_id"] for i in answer["items"]} <= pool
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"k": 5}, 422, "user_id"),
+        ({"user_id": "1", "k": 0}, 400, "k"),
+        ({"user_id": "1", "k": 10_000}, 400, "k"),
+        ({"user_id": "1", "colour": "red"}, 422, "colour"),
+        ({"user_id": ""}, 400, "user_id"),
+    ],
+)
+def test_bad_json_requests_get_4xx_naming_the_field(
+    graph: GraphServer, body: dict[str, Any], status: int, field: str
+) -> None:
+    got, answer, _ = post(f"{graph.url}/v1/recommend", body)
+    assert got == status
+    assert field in json.dumps(answer)
+
+
+def test_bad_oip_requests_get_400_naming_the_field(graph: GraphServer) -> None:
+    bad = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    status, answer, _ = post(f"{graph.url}/v2/models/recommender/infer", bad)
+    assert status == 400
+    assert "user_id" in answer["error"]
+    status, answer, _ = post(f"{graph.url}/v2/models/recommender/infer", b"{not json")
+    assert status == 400
+    assert "body" in answer["error"]
+    status, answer, _ = post(f"{graph.url}/v1/recommend", b"x" * 100_000)
+    assert status == 413
+    assert "limit" in answer["error"]
+
+
+def test_tritonclient_calls_the_graph_and_single_models(graph: GraphServer) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    expected = [i["item_id"] for i in recommend(graph, "42", k=5)["items"]]
+    for module, url in (
+        (httpclient, graph.url.removeprefix("http://")),
+        (grpcclient, graph.grpc_url),
+    ):
+        client = module.InferenceServerClient(url)
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        user = module.InferInput("user_id", [1], "BYTES")
+        user.set_data_from_numpy(np.array([b"42"], dtype=object))
+        k = module.InferInput("k", [1], "INT32")
+        k.set_data_from_numpy(np.array([5], dtype=np.int32))
+        result = client.infer("recommender", [user, k])
+        got = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("item_ids")[0]]
+        assert got == expected
+        assert result.as_numpy("scores").shape == (1, 5)
+        metadata = client.get_model_metadata("user_tower")
+        assert metadata is not None
+        tower = [
+            module.InferInput("user_id", [2, 1], "INT64"),
+            module.InferInput("user_dense", [2, 55], "FP32"),
+            module.InferInput("history", [2, 20], "INT64"),
+        ]
+        tower[0].set_data_from_numpy(np.array([[1], [2]], dtype=np.int64))
+        tower[1].set_data_from_numpy(np.zeros((2, 55), dtype=np.float32))
+        tower[2].set_data_from_numpy(np.zeros((2, 20), dtype=np.int64))
+        embedding = client.infer("user_tower", tower).as_numpy("user_embedding")
+        assert embedding.shape[0] == 2
+        assert np.isfinite(embedding).all()
+        client.close()
+
+
+def test_grpc_bad_request_is_invalid_argument(graph: GraphServer) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(graph.grpc_url)
+    user = grpcclient.InferInput("user_id", [1], "BYTES")
+    user.set_data_from_numpy(np.array([b"42"], dtype=object))
+    k = grpcclient.InferInput("k", [1], "INT32")
+    k.set_data_from_numpy(np.array([0], dtype=np.int32))
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("recommender", [user, k])
+    assert "INVALID_ARGUMENT" in str(error.value.status())
+    assert "k" in error.value.message()
+    client.close()
+
+
+def test_trace_continues_the_callers_traceparent(graph: GraphServer, trace_file: Path) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    header = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    status, _, headers = post(f"{graph.url}/v1/recommend", {"user_id": "7"}, header)
+    assert status == 200
+    assert headers["traceparent"].split("-")[1] == trace_id
+    spans: list[dict[str, Any]] = []
+    for _ in range(40):
+        if trace_file.exists():
+            spans = [json.loads(line) for line in trace_file.read_text().splitlines()]
+            spans = [s for s in spans if s["trace_id"] == trace_id]
+            if {"ranking.batch", "recommend"} <= {s["name"] for s in spans}:
+                break
+        asyncio.run(asyncio.sleep(0.25))
+    names = {s["name"] for s in spans}
+    assert {"recommend", "stage.features", "stage.retrieval", "stage.ranking"} <= names
+    assert "ranking.batch" in names  # recorded by the ranking replica, another process
+    root = next(s for s in spans if s["name"] == "recommend")
+    assert root["parent_id"] == "00f067aa0ba902b7"
+
+
+def test_metrics_and_health_and_openapi(graph: GraphServer) -> None:
+    recommend(graph, "1")
+    with urllib.request.urlopen(f"{graph.url}/metrics") as reply:
+        text = reply.read().decode()
+    for name in (
+        "cascade_requests_total",
+        "cascade_request_duration_seconds_bucket",
+        "cascade_stage_duration_seconds_bucket",
+        "cascade_feature_cache_lookups_total",
+        "cascade_in_flight_requests",
+        "cascade_ranking_batch_size_bucket",
+        'cascade_model_version_info{model="ranker_dcn",version="1"} 1.0',
+    ):
+        assert name in text
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/recommender/ready"):
+        with urllib.request.urlopen(f"{graph.url}{path}") as reply:
+            assert reply.status == 200
+    with urllib.request.urlopen(f"{graph.url}/openapi.json") as reply:
+        paths = json.loads(reply.read())["paths"]
+    assert "/v1/recommend" in paths
+    assert "/v2/models/{name}/infer" in paths
+
+
+@pytest.mark.parametrize(
+    ("stage", "fallback"),
+    [("retrieval", "retrieval:popular"), ("ranking", "ranking:retrieval_order")],
+)
+def test_slow_stage_falls_back_within_the_budget(
+    graph: GraphServer, redeploy: Any, stage: str, fallback: str
+) -> None:
+    redeploy(graph=GraphConfig(faults=FaultConfig(delay_ms={stage: 80.0})))
+    answer = recommend(graph, "42")
+    assert answer["fallbacks"] == [fallback]
+    assert len(answer["items"]) == 10
+    assert answer["latency_ms"] < 50.0
+
+
+def test_triton_gone_falls_back_to_popular(graph: GraphServer, redeploy: Any) -> None:
+    # Nothing listens there: to the graph, Triton is down.
+    redeploy(graph=GraphConfig(), triton_grpc=f"127.0.0.1:{free_port()}")
+    answer = recommend(graph, "42")
+    assert answer["fallbacks"] == ["retrieval:popular"]
+    assert answer["latency_ms"] < 50.0
+    with urllib.request.urlopen(f"{graph.url}/metrics") as reply:
+        assert (
+            'cascade_fallbacks_total{fallback="popular",stage="retrieval"}' in reply.read().decode()
+        )
+
+
+def test_combiner_gone_falls_back_to_one_ranker(graph: GraphServer) -> None:
+    """A real fault: the combiner is unloaded from Triton while the graph serves."""
+    from inference.triton.client import TritonClient
+
+    assert graph.triton is not None
+    with TritonClient(graph.triton.grpc_url) as triton:
+        triton.unload_model("combiner")
+        try:
+            answer = recommend(graph, "42")
+        finally:
+            triton.load_model("combiner")
+    assert answer["fallbacks"] == ["combiner:ranker_dcn"]
+    assert answer["stages"] == ["features", "retrieval", "ranking", "rerank"]
+    assert recommend(graph, "42")["fallbacks"] == []
+
+
+def test_overload_is_refused_at_once_with_retry_after(graph: GraphServer, redeploy: Any) -> None:
+    redeploy(
+        graph=GraphConfig(
+            admission=AdmissionConfig(max_in_flight=2),
+            faults=FaultConfig(delay_ms={"ranking": 200.0}),
+        )
+    )
+
+    async def burst() -> list[tuple[int, str | None]]:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+
+            async def one(user: int) -> tuple[int, str | None]:
+                async with session.post(
+                    f"{graph.url}/v1/recommend", json={"user_id": str(user)}
+                ) as reply:
+                    await reply.read()
+                    return reply.status, reply.headers.get("Retry-After")
+
+            return await asyncio.gather(*(one(u) for u in range(1, 13)))
+
+    results = asyncio.run(burst())
+    refused = [r for r in results if r[0] == 503]
+    assert refused
+    assert all(after == "1" for _, after in refused)
+    assert any(status == 200 for status, _ in results)

@@ -1,0 +1,508 @@
+"""The graph's synchronous stages over a fake model runtime: exact item search, retrieval,
+the ranker feed, and ranking with its in-stage combiner fallbacks and version groups."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from inference.errors import InferenceError, ModelNotFound, Unavailable
+from inference.graph.catalog import Catalog
+from inference.graph.features import EmbeddedFeatureStore, UserFeatures
+from inference.graph.stages import (
+    COMBINER,
+    RANKERS,
+    USER_TOWER,
+    Candidates,
+    ItemSearch,
+    Ranker,
+    RankJob,
+    Retriever,
+    ranker_feed,
+)
+from inference.runtime import ModelRuntime, Tensors
+from tests.unit.inference.graph.test_catalog import N_ITEMS, write_build
+from training.features import HISTORY_LENGTH
+from training.signature import Signature
+from training.tables import FloatArray, IntArray
+
+# Item embeddings (dim 2) and the user tower's fixed query: item scores are the first column,
+# so the best-first order of all items is 1, 4, 2, 3, 5, 0.
+EMBEDDINGS: FloatArray = np.array(
+    [[0.1, 0.0], [0.9, 0.0], [0.5, 0.5], [0.3, 0.2], [0.8, 0.1], [0.2, 0.7]], dtype=np.float32
+)
+QUERY: FloatArray = np.array([1.0, 0.0], dtype=np.float32)
+ITEM_SCORES: FloatArray = EMBEDDINGS @ QUERY
+#: User 0 has seen item 1 (the best one) in the build's ``seen.npz``.
+SEEN = {0: [1]}
+
+
+@dataclass(frozen=True)
+class Call:
+    model: str
+    version: int | None
+    timeout_s: float | None
+    inputs: dict[str, npt.NDArray[np.generic]]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(array.shape) for name, array in self.inputs.items()}
+
+
+def dcn_logit(item_ids: npt.NDArray[np.generic]) -> FloatArray:
+    """The fake DCN ranker prefers higher item ids (ids are index + 1)."""
+    return np.asarray(item_ids, dtype=np.float32).reshape(-1, 1)
+
+
+def mlp_logit(item_ids: npt.NDArray[np.generic]) -> FloatArray:
+    """The fake MLP ranker prefers lower item ids."""
+    return -10.0 * np.asarray(item_ids, dtype=np.float32).reshape(-1, 1)
+
+
+def combine(scores: npt.NDArray[np.generic]) -> FloatArray:
+    """The fake combiner: a fixed weighting of (dcn, mlp, retrieval) columns."""
+    s: FloatArray = np.asarray(scores, dtype=np.float32)
+    weights: FloatArray = np.array([0.5, 0.25, 100.0], dtype=np.float32)
+    return (s @ weights).reshape(-1, 1)
+
+
+class FakeRuntime:
+    """A :class:`ModelRuntime` with deterministic outputs that records every call (thread-safe:
+    the ranker calls both rankers from a pool) and raises the errors it is told to."""
+
+    kind = "fake"
+
+    def __init__(
+        self,
+        query: FloatArray = QUERY,
+        fail: Mapping[str, InferenceError] | None = None,
+        on_infer: Callable[[str], None] | None = None,
+    ) -> None:
+        self.query = query
+        self.fail: dict[str, InferenceError] = dict(fail or {})
+        self.on_infer = on_infer
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[np.generic]],
+        *,
+        outputs: Sequence[str] | None = None,
+        version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Tensors:
+        copied = {name: np.array(array, copy=True) for name, array in inputs.items()}
+        with self._lock:
+            self.calls.append(Call(model, version, timeout_s, copied))
+        if self.on_infer is not None:
+            self.on_infer(model)
+        if model in self.fail:
+            raise self.fail[model]
+        if model == USER_TOWER:
+            batch = copied["user_id"].shape[0]
+            return {"user_embedding": np.tile(self.query, (batch, 1)).astype(np.float32)}
+        if model == RANKERS[0]:
+            return {"logit": dcn_logit(copied["item_id"])}
+        if model == RANKERS[1]:
+            return {"logit": mlp_logit(copied["item_id"])}
+        if model == COMBINER:
+            return {"score": combine(copied["scores"])}
+        raise ModelNotFound("no such model", model=model)
+
+    def check_models(self, required: Mapping[str, Signature]) -> None:
+        missing = sorted(set(required) - {USER_TOWER, *RANKERS, COMBINER})
+        if missing:
+            raise ModelNotFound(f"missing {missing}")
+
+    def close(self) -> None:
+        pass
+
+    def calls_of(self, model: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.model == model]
+
+
+def build_dir(directory: Path, embeddings: FloatArray = EMBEDDINGS) -> Path:
+    """The test catalog's build directory with item embeddings of shape (n_items, dim)."""
+    write_build(directory, catalog=True, seen=SEEN)
+    np.save(directory / "item_embeddings.npy", embeddings)
+    return directory
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> Path:
+    return build_dir(tmp_path / "build")
+
+
+@pytest.fixture
+def catalog(build: Path) -> Catalog:
+    return Catalog.load(build)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(2, thread_name_prefix="test-ranker")
+    yield executor
+    executor.shutdown(wait=True)
+
+
+def user(catalog: Catalog, user_id: str = "u0") -> UserFeatures:
+    features = EmbeddedFeatureStore(catalog).user(user_id)
+    assert features is not None
+    return features
+
+
+def ints(*values: int) -> IntArray:
+    return np.array(values, dtype=np.int64)
+
+
+def candidates(*items: int) -> Candidates:
+    chosen = ints(*items)
+    return Candidates(chosen, ITEM_SCORES[chosen].astype(np.float32))
+
+
+def _runtime_is_a_model_runtime() -> ModelRuntime:
+    return FakeRuntime()  # mypy checks that the fake satisfies the protocol
+
+
+# ---- ItemSearch -----------------------------------------------------------------------------
+
+
+def test_the_fake_runtime_matches_the_protocol() -> None:
+    runtime = _runtime_is_a_model_runtime()
+    assert runtime.kind == "fake"
+    out = runtime.infer(USER_TOWER, {"user_id": np.zeros((3, 1), dtype=np.int64)})
+    assert out["user_embedding"].shape == (3, EMBEDDINGS.shape[1])
+
+
+def test_exact_search_is_chosen_for_a_small_catalog(build: Path) -> None:
+    search = ItemSearch(build)
+    assert search.exact
+    assert search.index is None
+    assert search.embeddings.shape == (N_ITEMS, 2)
+    assert search.embeddings.dtype == np.float32
+
+
+def test_exact_search_returns_the_n_best_unseen_items_best_first(build: Path) -> None:
+    search = ItemSearch(build, exact=True)
+    found = search.search(QUERY, 3, ints(4))
+    np.testing.assert_array_equal(found.items, [1, 2, 3])
+    np.testing.assert_allclose(found.scores, [0.9, 0.5, 0.3], rtol=1e-6)
+    assert found.items.dtype == np.int64
+    assert found.scores.dtype == np.float32
+
+
+def test_exact_search_without_exclusions_matches_a_full_sort(build: Path) -> None:
+    search = ItemSearch(build, exact=True)
+    found = search.search(QUERY, 4, ints())
+    expected = np.argsort(-ITEM_SCORES, kind="stable")[:4]
+    np.testing.assert_array_equal(found.items, expected)
+    assert list(found.scores) == sorted(found.scores, reverse=True)
+
+
+def test_exact_search_asking_for_more_than_is_left_returns_every_unseen_item(
+    build: Path,
+) -> None:
+    search = ItemSearch(build, exact=True)
+    found = search.search(QUERY, 100, ints(1, 4, 4))  # a repeated exclusion counts once
+    np.testing.assert_array_equal(found.items, [2, 3, 5, 0])
+    assert np.all(np.isfinite(found.scores))
+    everything = search.search(QUERY, 3, np.arange(N_ITEMS, dtype=np.int64))
+    assert len(everything.items) == 0
+
+
+def test_exact_search_does_not_change_the_embeddings(build: Path) -> None:
+    search = ItemSearch(build, exact=True)
+    before = search.embeddings.copy()
+    search.search(QUERY, 2, ints(0, 1))
+    np.testing.assert_array_equal(search.embeddings, before)
+
+
+@pytest.mark.parametrize(
+    ("n", "exclude"), [(3, [4]), (6, []), (100, [1, 4, 4]), (3, list(range(N_ITEMS)))]
+)
+def test_the_faiss_index_path_agrees_with_exact_search(
+    build: Path, n: int, exclude: list[int]
+) -> None:
+    index = faiss.IndexHNSWFlat(EMBEDDINGS.shape[1], 8, faiss.METRIC_INNER_PRODUCT)
+    index.add(EMBEDDINGS)
+    faiss.write_index(index, str(build / "item_index.faiss"))
+    approximate = ItemSearch(build, exact=False)
+    assert approximate.index is not None
+    seen = np.array(exclude, dtype=np.int64)
+    found = approximate.search(QUERY, n, seen)
+    expected = ItemSearch(build, exact=True).search(QUERY, n, seen)
+    np.testing.assert_array_equal(found.items, expected.items)
+    np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-6)
+    assert found.items.dtype == np.int64
+
+
+# ---- Retriever ------------------------------------------------------------------------------
+
+
+def test_retriever_feeds_the_user_tower_and_excludes_seen_items(
+    build: Path, catalog: Catalog
+) -> None:
+    runtime = FakeRuntime()
+    retriever = Retriever(runtime, ItemSearch(build), {USER_TOWER: 3})
+    u0 = user(catalog, "u0")
+    found = retriever(u0, 3, timeout_s=0.25)
+    np.testing.assert_array_equal(found.items, [4, 2, 3])  # item 1 is seen
+    [call] = runtime.calls
+    assert call.model == USER_TOWER
+    assert call.timeout_s == 0.25
+    assert call.shapes == {
+        "user_id": (1, 1),
+        "user_dense": (1, catalog.features.user_dense.shape[1]),
+        "history": (1, HISTORY_LENGTH),
+    }
+    assert call.inputs["user_id"].dtype == np.int64
+    assert int(call.inputs["user_id"][0, 0]) == u0.model_id == 1
+    assert call.inputs["user_dense"].dtype == np.float32
+    np.testing.assert_array_equal(call.inputs["history"][0], catalog.features.history[0])
+
+
+def test_retriever_uses_its_versions_unless_the_call_overrides_them(
+    build: Path, catalog: Catalog
+) -> None:
+    runtime = FakeRuntime()
+    retriever = Retriever(runtime, ItemSearch(build), {USER_TOWER: 3, "ranker_dcn": 1})
+    u5 = user(catalog, "u5")
+    retriever(u5, 2)
+    retriever(u5, 2, versions={USER_TOWER: 7})
+    retriever(u5, 2, versions={"ranker_dcn": 2})  # no user tower pin: the latest
+    assert [c.version for c in runtime.calls] == [3, 7, None]
+    assert runtime.calls[0].timeout_s is None
+
+
+def test_retriever_lets_runtime_errors_through(build: Path, catalog: Catalog) -> None:
+    runtime = FakeRuntime(fail={USER_TOWER: Unavailable("down", model=USER_TOWER)})
+    retriever = Retriever(runtime, ItemSearch(build), {})
+    with pytest.raises(Unavailable, match="user_tower"):
+        retriever(user(catalog), 3)
+
+
+# ---- ranker_feed ----------------------------------------------------------------------------
+
+
+def test_ranker_feed_repeats_user_columns_per_candidate(catalog: Catalog) -> None:
+    u0, u30 = user(catalog, "u0"), user(catalog, "u30")
+    jobs = [RankJob(u0, candidates(4, 2, 3)), RankJob(u30, candidates(0, 5))]
+    feed = ranker_feed(catalog, jobs)
+    n = 5
+    user_dim = catalog.features.user_dense.shape[1]
+    item_dim = catalog.features.item_dense.shape[1]
+    assert {name: array.shape for name, array in feed.items()} == {
+        "user_id": (n, 1),
+        "item_id": (n, 1),
+        "user_dense": (n, user_dim),
+        "item_dense": (n, item_dim),
+        "history": (n, HISTORY_LENGTH),
+    }
+    assert feed["user_id"].dtype == np.int64
+    assert feed["item_id"].dtype == np.int64
+    assert feed["user_dense"].dtype == np.float32
+    assert feed["history"].dtype == np.int64
+    np.testing.assert_array_equal(feed["user_id"][:, 0], [1, 1, 1, 31, 31])
+    np.testing.assert_array_equal(feed["item_id"][:, 0], [5, 3, 4, 1, 6])  # index + 1
+    np.testing.assert_array_equal(feed["user_dense"][:3], np.repeat(u0.dense[None], 3, axis=0))
+    np.testing.assert_array_equal(feed["user_dense"][3:], np.repeat(u30.dense[None], 2, axis=0))
+    np.testing.assert_array_equal(feed["item_dense"], catalog.features.item_dense[[4, 2, 3, 0, 5]])
+
+
+def test_ranker_feed_blanks_each_candidate_out_of_its_users_history(catalog: Catalog) -> None:
+    u0, u30 = user(catalog, "u0"), user(catalog, "u30")
+    # The build's histories: u0 saw item 3 (id 4), u30 saw item 4 (id 5), at position 0.
+    assert int(u0.history[0]) == 4
+    assert int(u30.history[0]) == 5
+    jobs = [RankJob(u0, candidates(3, 4)), RankJob(u30, candidates(3, 4))]
+    history = ranker_feed(catalog, jobs)["history"]
+    assert [int(h) for h in history[:, 0]] == [0, 4, 5, 0]
+    # Only the candidate itself is blanked; the rest of each row is the user's history.
+    np.testing.assert_array_equal(history[1], u0.history)
+    np.testing.assert_array_equal(history[2], u30.history)
+    # The catalog's own tables are untouched.
+    assert int(catalog.features.history[0, 0]) == 4
+
+
+# ---- Ranker ---------------------------------------------------------------------------------
+
+VERSIONS = {USER_TOWER: 1, RANKERS[0]: 1, RANKERS[1]: 1, COMBINER: 1}
+
+
+def expected_combined(chosen: Candidates) -> FloatArray:
+    ids = chosen.items + 1
+    stacked = np.stack(
+        [dcn_logit(ids)[:, 0], mlp_logit(ids)[:, 0], chosen.scores.astype(np.float32)], axis=1
+    )
+    return combine(stacked).reshape(-1)
+
+
+def test_ranker_with_every_model_up_returns_combiner_scores(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    errors: list[tuple[str, InferenceError]] = []
+    ranker = Ranker(
+        runtime,
+        catalog,
+        VERSIONS,
+        pool=pool,
+        on_model_error=lambda m, e: errors.append((m, e)),
+    )
+    chosen = candidates(4, 2, 3)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=1.0)
+    assert result.fallbacks == []
+    assert result.batch_size == 1
+    np.testing.assert_allclose(result.scores, expected_combined(chosen), rtol=1e-6)
+    assert result.scores.dtype == np.float32
+    assert sorted(c.model for c in runtime.calls) == sorted([*RANKERS, COMBINER])
+    assert all(c.version == 1 for c in runtime.calls)
+    [combiner] = runtime.calls_of(COMBINER)
+    assert combiner.shapes == {"scores": (3, 3)}
+    assert combiner.timeout_s is not None
+    assert 0.0 <= combiner.timeout_s <= 1.0
+    for model in RANKERS:
+        [call] = runtime.calls_of(model)
+        assert call.timeout_s == 1.0
+        assert call.shapes["item_id"] == (3, 1)
+    assert errors == []
+
+
+def test_ranker_without_a_timeout_passes_none_on(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    Ranker(runtime, catalog, VERSIONS, pool=pool)([RankJob(user(catalog), candidates(0, 2))])
+    assert [c.timeout_s for c in runtime.calls] == [None, None, None]
+
+
+def test_a_failing_combiner_falls_back_to_the_dcn_logits(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    failure = Unavailable("overloaded", model=COMBINER)
+    runtime = FakeRuntime(fail={COMBINER: failure})
+    errors: list[tuple[str, InferenceError]] = []
+    ranker = Ranker(
+        runtime, catalog, VERSIONS, pool=pool, on_model_error=lambda m, e: errors.append((m, e))
+    )
+    chosen = candidates(4, 2, 3)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=1.0)
+    assert result.fallbacks == ["combiner:ranker_dcn"]
+    np.testing.assert_allclose(result.scores, dcn_logit(chosen.items + 1).reshape(-1))
+    assert errors == [(COMBINER, failure)]
+
+
+@pytest.mark.parametrize(
+    ("down", "survivor"),
+    [(RANKERS[0], RANKERS[1]), (RANKERS[1], RANKERS[0])],
+)
+def test_one_failing_ranker_falls_back_to_the_other(
+    catalog: Catalog, pool: ThreadPoolExecutor, down: str, survivor: str
+) -> None:
+    failure = ModelNotFound("not loaded", model=down)
+    runtime = FakeRuntime(fail={down: failure})
+    errors: list[tuple[str, InferenceError]] = []
+    ranker = Ranker(
+        runtime, catalog, VERSIONS, pool=pool, on_model_error=lambda m, e: errors.append((m, e))
+    )
+    chosen = candidates(0, 5, 3)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=1.0)
+    assert result.fallbacks == [f"combiner:{survivor}"]
+    logit = dcn_logit if survivor == RANKERS[0] else mlp_logit
+    np.testing.assert_allclose(result.scores, logit(chosen.items + 1).reshape(-1))
+    assert runtime.calls_of(COMBINER) == []  # no combiner call with one ranker missing
+    assert errors == [(down, failure)]
+
+
+def test_both_rankers_failing_raises(catalog: Catalog, pool: ThreadPoolExecutor) -> None:
+    runtime = FakeRuntime(
+        fail={
+            RANKERS[0]: Unavailable("down", model=RANKERS[0]),
+            RANKERS[1]: ModelNotFound("gone", model=RANKERS[1]),
+        }
+    )
+    errors: list[str] = []
+    ranker = Ranker(
+        runtime, catalog, VERSIONS, pool=pool, on_model_error=lambda m, e: errors.append(m)
+    )
+    with pytest.raises(InferenceError, match="ranker_"):
+        ranker([RankJob(user(catalog), candidates(0, 1))], timeout_s=1.0)
+    assert sorted(errors) == sorted(RANKERS)
+    assert runtime.calls_of(COMBINER) == []
+
+
+def test_jobs_asking_for_other_versions_are_ranked_in_their_own_group(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    ranker = Ranker(runtime, catalog, VERSIONS, pool=pool)
+    v2 = {USER_TOWER: 1, RANKERS[0]: 2, RANKERS[1]: 2, COMBINER: 2}
+    jobs = [
+        RankJob(user(catalog, "u0"), candidates(4, 2, 3)),
+        RankJob(user(catalog, "u30"), candidates(0, 5), versions=v2),
+        RankJob(
+            user(catalog, "u1"),
+            candidates(
+                5,
+            ),
+        ),
+        # Its versions equal the ranker's defaults: it joins the default group.
+        RankJob(user(catalog, "u40"), candidates(2, 3), versions=dict(VERSIONS)),
+    ]
+    results = ranker(jobs, timeout_s=1.0)
+    assert len(results) == len(jobs)
+    for job, result in zip(jobs, results, strict=True):
+        np.testing.assert_allclose(result.scores, expected_combined(job.candidates), rtol=1e-6)
+        assert result.fallbacks == []
+        assert result.batch_size == len(jobs)
+    # One call per model per group, never mixing versions within a call.
+    for model in (*RANKERS, COMBINER):
+        calls = runtime.calls_of(model)
+        assert sorted(c.version or 0 for c in calls) == [1, 2]
+        rows = {c.version: c.inputs["scores" if model == COMBINER else "item_id"] for c in calls}
+        assert rows[1].shape[0] == 3 + 1 + 2
+        assert rows[2].shape[0] == 2
+    dcn_v2 = next(c for c in runtime.calls_of(RANKERS[0]) if c.version == 2)
+    np.testing.assert_array_equal(dcn_v2.inputs["item_id"][:, 0], [1, 6])
+    np.testing.assert_array_equal(dcn_v2.inputs["user_id"][:, 0], [31, 31])
+
+
+def test_a_failure_in_one_version_group_degrades_only_that_group(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    class FailV2(FakeRuntime):
+        def infer(
+            self,
+            model: str,
+            inputs: Mapping[str, npt.NDArray[np.generic]],
+            *,
+            outputs: Sequence[str] | None = None,
+            version: int | None = None,
+            timeout_s: float | None = None,
+        ) -> Tensors:
+            if model == COMBINER and version == 2:
+                raise Unavailable("v2 combiner down", model=model)
+            return super().infer(model, inputs, version=version, timeout_s=timeout_s)
+
+    ranker = Ranker(FailV2(), catalog, VERSIONS, pool=pool)
+    v2 = {**VERSIONS, COMBINER: 2}
+    jobs = [
+        RankJob(user(catalog, "u0"), candidates(4, 2)),
+        RankJob(user(catalog, "u1"), candidates(0, 5), versions=v2),
+    ]
+    first, second = ranker(jobs, timeout_s=1.0)
+    assert first.fallbacks == []
+    assert second.fallbacks == ["combiner:ranker_dcn"]
+    np.testing.assert_allclose(second.scores, dcn_logit(ints(1, 6)).reshape(-1))
+    assert first.batch_size == second.batch_size == 2
