@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## The demo: build every model from MovieLens-100k, print the quality and speed tables.
+## The demo: build the models from MovieLens-100k if there are none, serve the graph (Triton +
+## Ray Serve), send traffic, print recommendations and a latency table, shut down.
 demo: $(STAMP)
-	$(BIN)/cascade build --dataset movielens-100k --out model_repo
+	$(BIN)/cascade demo --repo model_repo
 
-build: demo
+## Build every model from MovieLens-100k: a new version in model_repo, quality and speed tables.
+build: $(STAMP)
+	$(BIN)/cascade build --dataset movielens-100k --out model_repo
 
 ## The tests: lint, types, then unit and integration tests.
 test: lint typecheck
@@ -46,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quantization.py
 	$(BIN)/python benchmarks/triton.py
 	$(BIN)/python benchmarks/experiments.py
+	$(BIN)/python benchmarks/graph.py
 
 clean:
 	rm -rf build .model_repo-staging .mypy_cache .ruff_cache .pytest_cache

@@ -10,9 +10,11 @@ composition, measured side by side in one run on one machine.
   and 64: ``rps``, ``p50_ms``, ``p99_ms``, ``error_rate`` and ``fallback_rate`` (requests
   that were answered by a fallback; they are fast, so a throughput bought with them is not
   a throughput), plus ``stage_ms``, the median time per stage at concurrency 1.
+* ``ours_ranking_deployment``: the same graph with ranking in its own deployment (a handle
+  hop away, scaled separately) instead of inside the ingress, at 1, 8 and 32.
 * ``ours_models_in_replicas``: the same graph with the models run by onnxruntime inside the
-  Ray replicas instead of Triton, at 8 and 32: what the local Triton (a python-backend shim
-  here; native in the stock image) costs.
+  Ray replicas instead of Triton, at 1, 8 and 32: what the local Triton (a python-backend
+  shim here; native in the stock image) costs.
 
 Each server runs in its own process (Ray reads its settings when it starts), the load
 generator in that process's event loop. Writes ``benchmarks/results/graph.json``.
@@ -51,17 +53,35 @@ USERS = [str(u) for u in range(1, 944)]
 K = 10
 
 
-def _metric_totals(url: str) -> tuple[float, float]:
-    """(requests answered, requests with a fallback) from the ingress's /metrics."""
+def _metric_totals(url: str) -> dict[str, float]:
+    """Requests answered, degraded requests, and each fallback's count, from /metrics."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    requests = fallbacks = 0.0
+    totals: dict[str, float] = {"requests": 0.0, "degraded": 0.0}
     for line in text.splitlines():
-        if line.startswith("cascade_requests_total{"):
-            requests += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("cascade_fallbacks_total{"):
-            fallbacks += float(line.rsplit(" ", 1)[1])
-    return requests, fallbacks
+        name, _, value = line.rpartition(" ")
+        if name.startswith("cascade_requests_total{"):
+            totals["requests"] += float(value)
+        elif name == "cascade_degraded_requests_total":
+            totals["degraded"] += float(value)
+        elif name.startswith("cascade_fallbacks_total{"):
+            labels = dict(part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(","))
+            key = f"{labels['stage'].strip(chr(34))}:{labels['fallback'].strip(chr(34))}"
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
+def _degradation(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    served = after["requests"] - before["requests"]
+    if not served:
+        return {"fallback_rate": None, "fallbacks": {}}
+    kinds = {
+        key: round((after[key] - before.get(key, 0.0)) / served, 4)
+        for key in after
+        if key not in ("requests", "degraded") and after[key] > before.get(key, 0.0)
+    }
+    rate = (after["degraded"] - before["degraded"]) / served
+    return {"fallback_rate": round(rate, 4), "fallbacks": kinds}
 
 
 async def _levels(
@@ -81,7 +101,7 @@ async def _levels(
                             sender, concurrency=level, duration_s=seconds, warmup_s=1.0
                         )
                 else:
-                    before = _metric_totals(url) if grpc_url else (0.0, 0.0)
+                    before = _metric_totals(url) if grpc_url else {}
                     result = await run_load(
                         http.sender(url, USERS, K),
                         concurrency=level,
@@ -90,11 +110,7 @@ async def _levels(
                     )
                 row = result.to_dict()
                 if grpc_url:  # ours: fallbacks from the graph's own counters
-                    after = _metric_totals(url)
-                    served = after[0] - before[0]
-                    row["fallback_rate"] = (
-                        round((after[1] - before[1]) / served, 4) if served else None
-                    )
+                    row.update(_degradation(before, _metric_totals(url)))
                 out[f"{protocol}_c{level}"] = row
                 results[f"{protocol} c{level}"] = result
                 print(
@@ -133,14 +149,22 @@ def phase_naive(repo: Path, seconds: float) -> dict[str, Any]:
         ray.shutdown()
 
 
-def phase_ours(repo: Path, seconds: float, runtime: str, levels: list[int]) -> dict[str, Any]:
+def phase_ours(
+    repo: Path, seconds: float, runtime: str, levels: list[int], placement: str = "inline"
+) -> dict[str, Any]:
     from inference.graph.launcher import GraphServer
     from inference.triton.server import free_port
 
-    server = GraphServer(repo, http_port=free_port(), grpc_port=free_port(), runtime=runtime)
+    server = GraphServer(
+        repo,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        runtime=runtime,
+        ranking_placement="deployment" if placement == "deployment" else "inline",
+    )
     with server:
         stage_ms = _stage_medians(server.url)
-        protocols = ["http", "grpc"] if runtime == "triton" else ["http"]
+        protocols = ["http", "grpc"] if len(levels) == 4 else ["http"]
         rows = asyncio.run(_levels(server.url, server.grpc_url, levels, seconds, protocols))
     return {"levels": rows, "stage_ms": stage_ms}
 
@@ -159,7 +183,7 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=ROOT / "model_repo")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/graph.json")
-    parser.add_argument("--phase", choices=["naive", "ours", "ours-onnxruntime"])
+    parser.add_argument("--phase", choices=["naive", "ours", "ours-deployment", "ours-onnxruntime"])
     parser.add_argument("--phase-out", type=Path)
     args = parser.parse_args()
     repo = args.repo.resolve()
@@ -168,8 +192,10 @@ def main() -> None:
             result = phase_naive(repo, args.seconds)
         elif args.phase == "ours":
             result = phase_ours(repo, args.seconds, "triton", [1, 8, 32, 64])
+        elif args.phase == "ours-deployment":
+            result = phase_ours(repo, args.seconds, "triton", [1, 8, 32], "deployment")
         else:
-            result = phase_ours(repo, args.seconds, "onnxruntime", [8, 32])
+            result = phase_ours(repo, args.seconds, "onnxruntime", [1, 8, 32])
         args.phase_out.write_text(json.dumps(result))
         return
 
@@ -190,6 +216,10 @@ def main() -> None:
     naive_rps = max(row["rps"] for row in naive.values())
     print("ours: Triton + Ray Serve graph ...", flush=True)
     ours = _subprocess(["--repo", str(repo), "--seconds", str(args.seconds), "--phase", "ours"])
+    print("ours with ranking in its own deployment ...", flush=True)
+    ranking_deployment = _subprocess(
+        ["--repo", str(repo), "--seconds", str(args.seconds), "--phase", "ours-deployment"]
+    )
     print("ours with the models in the replicas (no Triton) ...", flush=True)
     in_replicas = _subprocess(
         ["--repo", str(repo), "--seconds", str(args.seconds), "--phase", "ours-onnxruntime"]
@@ -206,6 +236,7 @@ def main() -> None:
         "naive": naive,
         "ours": levels,
         "stage_ms": ours["stage_ms"],
+        "ours_ranking_deployment": ranking_deployment,
         "ours_models_in_replicas": in_replicas,
         "goals": {
             "p99_ms_c8_http": c8["p99_ms"],

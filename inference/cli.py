@@ -39,6 +39,7 @@ def _server(args: argparse.Namespace) -> Any:
         experiments=args.experiments,
         experiment=args.experiment,
         event_store=args.event_store,
+        ranking_placement=args.ranking,
     )
 
 
@@ -140,6 +141,12 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--triton-grpc", help="use this Triton (host:port) instead of starting one")
     parser.add_argument("--triton-http", help="its HTTP endpoint, for single-model pass-through")
+    parser.add_argument(
+        "--ranking",
+        choices=["inline", "deployment"],
+        default="inline",
+        help="rank inside the ingress (default; no hop) or in its own deployment",
+    )
     parser.add_argument("--experiments", type=Path, help="ab_router catalog (YAML/JSON)")
     parser.add_argument("--experiment", help="the experiment that splits this graph's traffic")
     parser.add_argument("--event-store", help="exposure log: SQLite file or redis://...")

@@ -53,6 +53,10 @@ FALLBACKS = Counter(
     "Stage fallbacks that fired (the request still succeeded).",
     ["stage", "fallback"],
 )
+DEGRADED = Counter(
+    "cascade_degraded_requests_total",
+    "Requests answered with at least one fallback.",
+)
 FEATURE_CACHE = Counter(
     "cascade_feature_cache_lookups_total",
     "Feature-store cache lookups by result (hit or miss).",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
@@ -93,24 +93,33 @@ class RankingService:
 
     async def rank(self, job: RankJob, timeout_s: float, carrier: dict[str, str]) -> RankResult:
         batched: Any = self.rank_batch
-        result: RankResult = await batched(job, timeout_s, carrier)
+        result: RankResult = await batched(job, time.monotonic() + timeout_s, carrier)
         return result
 
     @_batched
     async def rank_batch(
-        self, jobs: list[RankJob], timeouts: list[float], carriers: list[dict[str, str]]
+        self, jobs: list[RankJob], expiries: list[float], carriers: list[dict[str, str]]
     ) -> list[RankResult]:
         start_ns = time.time_ns()
-        timeout = min(timeouts)
         loop = asyncio.get_running_loop()
         delay = self.config.faults.delay_ms.get("ranking", 0.0) / 1000.0
 
         def work() -> list[RankResult]:
+            # Jobs whose caller has already given up are dropped, not ranked: under overload
+            # they would hold the models while live requests time out behind them.
+            now = time.monotonic()
+            live = [i for i, expiry in enumerate(expiries) if expiry > now]
+            results = [RankResult(np.zeros(0, np.float32), ["ranking:expired"]) for _ in jobs]
+            if not live:
+                return results
             if delay:
                 time.sleep(delay)
             ranker = self.components.ranker
             assert ranker is not None
-            return ranker(jobs, timeout)
+            timeout = max(0.001, min(expiries[i] for i in live) - time.monotonic())
+            for i, result in zip(live, ranker([jobs[i] for i in live], timeout), strict=True):
+                results[i] = result
+            return results
 
         try:
             return await loop.run_in_executor(self._pool, work)
@@ -134,31 +143,41 @@ _max_body = 64 * 1024
 _retry_after = "1"
 
 
-@api.middleware("http")
-async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Size limit and admission control for every inference route."""
-    path = request.url.path
-    if request.method != "POST":
-        return await call_next(request)
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > _max_body:
-        metrics.REJECTED.labels(reason="too_large").inc()
-        return JSONResponse(
-            {"error": f"request body of {length} bytes exceeds the limit of {_max_body}"},
-            status_code=413,
-        )
-    if _admission is None or not path.startswith(("/v1/", "/v2/")):
-        return await call_next(request)
-    if not _admission.try_enter():
-        return JSONResponse(
-            {"error": "overloaded: too many requests in flight, retry later"},
-            status_code=503,
-            headers={"Retry-After": _retry_after},
-        )
-    try:
-        return await call_next(request)
-    finally:
-        _admission.leave()
+class _Guard:
+    """Size limit and admission control for every POST, as plain ASGI: Starlette's
+    ``BaseHTTPMiddleware`` spawns a task group per request, a measurable cost at this rate."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > _max_body:
+            metrics.REJECTED.labels(reason="too_large").inc()
+            message = f"request body of {int(length)} bytes exceeds the limit of {_max_body}"
+            await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+            return
+        if _admission is None or not scope["path"].startswith(("/v1/", "/v2/")):
+            await self.app(scope, receive, send)
+            return
+        if not _admission.try_enter():
+            refusal = JSONResponse(
+                {"error": "overloaded: too many requests in flight, retry later"},
+                status_code=503,
+                headers={"Retry-After": _retry_after},
+            )
+            await refusal(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _admission.leave()
+
+
+api.add_middleware(_Guard)
 
 
 def _error(exc: InferenceError) -> JSONResponse:
@@ -169,7 +188,7 @@ class GraphIngress:
     """HTTP and gRPC front of the graph; holds the in-process stages (features, retrieval,
     re-rank) and a handle to the ranking deployment."""
 
-    def __init__(self, ranking: DeploymentHandle[Any], settings: GraphSettings) -> None:
+    def __init__(self, ranking: DeploymentHandle[Any] | None, settings: GraphSettings) -> None:
         global _admission, _max_body, _retry_after
         self.settings = settings
         self.config = settings.graph
@@ -178,6 +197,7 @@ class GraphIngress:
         _retry_after = str(self.config.admission.retry_after_s)
         self.components: Components = load_components(settings, with_ranker=False)
         self._ranking = ranking
+        self._local_ranking = RankingService(settings) if ranking is None else None
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="graph")
         self._http: Any = None  # aiohttp session to Triton, made on first use (needs a loop)
         self._grpc: Any = None
@@ -216,6 +236,9 @@ class GraphIngress:
         )
 
     async def _rank(self, job: RankJob, timeout_s: float, carrier: dict[str, str]) -> RankResult:
+        if self._local_ranking is not None:
+            return await self._local_ranking.rank(job, timeout_s, carrier)
+        assert self._ranking is not None
         result: RankResult = await self._ranking.rank.remote(job, timeout_s, carrier)
         return result
 
@@ -227,7 +250,7 @@ class GraphIngress:
         try:
             with (
                 attached(extract(headers)),
-                tracer().start_as_current_span("recommend") as span,
+                tracer().start_as_current_span("recommend", record_exception=False) as span,
             ):
                 recommender, route = self.recommender, None
                 if self.router is not None:
@@ -474,14 +497,7 @@ IngressView = serve.ingress(api)(GraphIngress)
 
 
 def build_app(settings: GraphSettings) -> Any:
-    """The application: ingress -> ranking, bound with the settings."""
-    ranking = serve.deployment(
-        name="ranking",
-        num_replicas=settings.ranking_replicas,
-        max_ongoing_requests=256,
-        ray_actor_options={"num_cpus": 0.1},
-        logging_config=_QUIET,
-    )(RankingService)
+    """The application: ingress -> ranking (or the ingress alone, ranking inline)."""
     ingress = serve.deployment(
         name="ingress",
         num_replicas=settings.ingress_replicas,
@@ -489,7 +505,16 @@ def build_app(settings: GraphSettings) -> Any:
         ray_actor_options={"num_cpus": 0.1},
         logging_config=_QUIET,
     )(IngressView)
+    if settings.ranking_placement == "inline":
+        return ingress.bind(None, settings)
+    ranking = serve.deployment(
+        name="ranking",
+        num_replicas=settings.ranking_replicas,
+        max_ongoing_requests=256,
+        ray_actor_options={"num_cpus": 0.1},
+        logging_config=_QUIET,
+    )(RankingService)
     return ingress.bind(ranking.bind(settings), settings)
 
 
-__all__ = ["MODELS", "GraphIngress", "RankingService", "api", "build_app", "np"]
+__all__ = ["MODELS", "GraphIngress", "RankingService", "api", "build_app"]

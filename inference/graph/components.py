@@ -102,7 +102,13 @@ def load_components(settings: GraphSettings, *, with_ranker: bool) -> Components
     metrics.record_runtime(runtime.kind)
     retriever = Retriever(runtime, ItemSearch(directory), versions)
     ranker = (
-        Ranker(runtime, catalog, versions, on_model_error=_count_model_error)
+        Ranker(
+            runtime,
+            catalog,
+            versions,
+            on_model_error=_count_model_error,
+            min_ranked=config.min_ranked,
+        )
         if with_ranker
         else None
     )

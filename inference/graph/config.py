@@ -100,6 +100,9 @@ class GraphConfig(_Strict):
     model_versions: dict[str, int] = Field(default_factory=dict)
     #: Ranking batches concurrent requests: at most this many per batch, waiting this long.
     max_batch_requests: int = Field(8, ge=1)
+    #: Under load ranking scores only as many of a request's candidates as fit its budget,
+    #: but never fewer than this.
+    min_ranked: int = Field(100, ge=1)
     batch_wait_ms: float = Field(1.0, ge=0)
     faults: FaultConfig = FaultConfig()
 

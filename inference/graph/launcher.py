@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from inference.errors import InferenceError, Unavailable
 from inference.graph.config import GraphConfig
@@ -33,6 +34,9 @@ RAY_ENVIRONMENT = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_DEDUP_LOGS": "0",
+    # Ray starts workers at nice 15; Serve replicas are the data plane here and must not
+    # lose the CPU to Triton and every other process under load.
+    "RAY_worker_niceness": "0",
 }
 
 GRPC_SERVICER = "tritonclient.grpc.service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
@@ -55,6 +59,9 @@ class GraphServer:
     num_cpus: int | None = None
     ingress_replicas: int = 1
     ranking_replicas: int = 1
+    #: "inline" by default here: on one machine the hop to a ranking deployment costs more
+    #: than independent scaling gives (see GraphSettings.ranking_placement).
+    ranking_placement: Literal["deployment", "inline"] = "inline"
     experiments: Path | None = None
     experiment: str | None = None
     event_store: str | None = None
@@ -98,6 +105,7 @@ class GraphServer:
             graph=self.graph,
             ingress_replicas=self.ingress_replicas,
             ranking_replicas=self.ranking_replicas,
+            ranking_placement=self.ranking_placement,
             experiments=self.experiments.resolve() if self.experiments else None,
             experiment=self.experiment,
             event_store=self.event_store,

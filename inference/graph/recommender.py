@@ -4,8 +4,10 @@ stage under its budget, each failure turned into a named fallback.
 Fallbacks, in the reference design's order: retrieval -> popular items for the user's
 demographic ("retrieval:popular", ranking is skipped: its inputs would be meaningless);
 ranking -> retrieval order ("ranking:retrieval_order"); combiner -> one ranker
-("combiner:<ranker>", decided inside the ranking stage). Re-rank runs inline: it is
-arithmetic on a thousand rows, well under its budget, and has nothing to fall back to.
+("combiner:<ranker>", decided inside the ranking stage). Under load, ranking scores only the
+head of the candidate list that fits its budget ("ranking:truncated") rather than missing it.
+Re-rank runs inline: it is arithmetic on a thousand rows, well under its budget, and has
+nothing to fall back to.
 A request only fails when its input is bad; unknown users get popular items for their
 demographic ("cold_start").
 """
@@ -121,9 +123,11 @@ class Recommender:
                             ),
                             timeout,
                         )
-                        span_batch = result.batch_size
-                        metrics.BATCH_SIZE.observe(span_batch)
-                    scores = result.scores
+                        metrics.BATCH_SIZE.observe(result.batch_size)
+                    if len(result.scores) == 0:
+                        raise StageTimeout("ranking dropped the job: its deadline had passed")
+                    # Under load only the head of the candidates is ranked ("ranking:truncated").
+                    items, scores = items[: len(result.scores)], result.scores
                     for name in result.fallbacks:
                         stage, _, used = name.partition(":")
                         self._fallback(stage, used, fallbacks, None)
@@ -131,6 +135,8 @@ class Recommender:
                     self._fallback("ranking", "retrieval_order", fallbacks, exc)
         with self._stage("rerank", stage_ms, stages):
             chosen, final = self._rerank(items, scores, request.k, exclude)
+        if fallbacks:
+            metrics.DEGRADED.inc()
         return RecommendResponse(
             user_id=request.user_id,
             items=[self._item(int(i), float(s)) for i, s in zip(chosen, final, strict=True)],
@@ -182,7 +188,16 @@ class Recommender:
         if timeout_s <= 0:
             raise StageTimeout(f"no time left for {stage}")
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, work)
+        expires = self._clock() + timeout_s
+
+        def unless_expired() -> T:
+            # Work abandoned by a timed-out request must not run late: under overload it
+            # would queue ahead of live requests and time them out too.
+            if self._clock() >= expires:
+                raise StageTimeout(f"{stage} expired before it started")
+            return work()
+
+        future = loop.run_in_executor(self._executor, unless_expired)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError as exc:
@@ -191,7 +206,12 @@ class Recommender:
     @contextmanager
     def _stage(self, name: str, stage_ms: dict[str, float], stages: list[str]) -> Iterator[object]:
         start = self._clock()
-        with self._tracer.start_as_current_span(f"stage.{name}") as span:
+        # No exception recording: a stage that falls back raises by design, and formatting
+        # its traceback (Python 3.11 parses source for caret positions) costs more than the
+        # stage; the fallback is on the request's span and in the response instead.
+        with self._tracer.start_as_current_span(
+            f"stage.{name}", record_exception=False, set_status_on_exception=False
+        ) as span:
             try:
                 yield span
                 stages.append(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import faiss
@@ -35,6 +35,9 @@ class Candidates:
     items: IntArray
     scores: FloatArray
 
+    def head(self, n: int) -> Candidates:
+        return Candidates(self.items[:n], self.scores[:n])
+
 
 @dataclass(frozen=True)
 class RankJob:
@@ -53,6 +56,23 @@ class RankResult:
     scores: FloatArray
     fallbacks: list[str] = field(default_factory=list)
     batch_size: int = 1
+
+
+def plan_candidates(
+    sizes: Sequence[int], budget_s: float, seconds_per_candidate: float, floor: int
+) -> list[int]:
+    """How many of each job's candidates (best retrieval scores first) to rank so the batch
+    fits its time budget, given the measured cost per candidate.
+
+    Under load, ranking every candidate would miss the deadline and waste the work; ranking
+    the head of each list keeps most of the quality (the final top-k come mostly from it).
+    Never below ``floor`` per job (or the job's size), never above the job's size.
+    """
+    total = sum(sizes)
+    if seconds_per_candidate <= 0 or total == 0 or total * seconds_per_candidate <= budget_s:
+        return list(sizes)
+    share = int(budget_s / seconds_per_candidate / len(sizes))
+    return [min(size, max(floor, share)) for size in sizes]
 
 
 class ItemSearch:
@@ -160,10 +180,14 @@ class Ranker:
         *,
         pool: ThreadPoolExecutor | None = None,
         on_model_error: Callable[[str, InferenceError], None] | None = None,
+        min_ranked: int = 100,
     ) -> None:
         self.runtime = runtime
         self.catalog = catalog
         self.versions = versions
+        self.min_ranked = min_ranked
+        #: Measured wall time per ranked candidate (EWMA); 0 until the first batch.
+        self.seconds_per_candidate = 0.0
         self._pool = pool or ThreadPoolExecutor(len(RANKERS), thread_name_prefix="ranker")
         self._on_model_error = on_model_error
 
@@ -180,11 +204,26 @@ class Ranker:
         for position, job in enumerate(jobs):
             key = tuple(sorted((job.versions or self.versions).items()))
             groups.setdefault(key, []).append(position)
+        if timeout_s is not None:
+            # Keep a fifth of the time for the call's own overheads and the combiner.
+            sizes = [len(job.candidates.items) for job in jobs]
+            keep = plan_candidates(
+                sizes, 0.8 * timeout_s, self.seconds_per_candidate, self.min_ranked
+            )
+            jobs = [
+                job if n == size else replace(job, candidates=job.candidates.head(n))
+                for job, n, size in zip(jobs, keep, sizes, strict=True)
+            ]
+            truncated = {i for i, (n, size) in enumerate(zip(keep, sizes, strict=True)) if n < size}
+        else:
+            truncated = set()
         results: list[RankResult | None] = [None] * len(jobs)
         for key, positions in groups.items():
             ranked = self._rank([jobs[p] for p in positions], dict(key), timeout_s)
             for position, result in zip(positions, ranked, strict=True):
                 result.batch_size = len(jobs)
+                if position in truncated:
+                    result.fallbacks.insert(0, "ranking:truncated")
                 results[position] = result
         return [r for r in results if r is not None]
 
@@ -193,6 +232,7 @@ class Ranker:
     ) -> list[RankResult]:
         start = time.monotonic()
         feed = ranker_feed(self.catalog, jobs)
+        n_candidates = len(feed["item_id"])
         futures = {m: self._pool.submit(self._infer, m, feed, timeout_s, versions) for m in RANKERS}
         logits: dict[str, FloatArray] = {}
         errors: dict[str, InferenceError] = {}
@@ -219,6 +259,10 @@ class Ranker:
                 if self._on_model_error is not None:
                     self._on_model_error(COMBINER, exc)
                 scores, fallbacks = logits[RANKERS[0]], [f"combiner:{RANKERS[0]}"]
+        if not errors and n_candidates >= 100:  # small calls measure overhead, not cost
+            cost = (time.monotonic() - start) / n_candidates
+            previous = self.seconds_per_candidate
+            self.seconds_per_candidate = cost if previous == 0 else 0.8 * previous + 0.2 * cost
         results: list[RankResult] = []
         offset = 0
         for job in jobs:

@@ -153,6 +153,8 @@ class TritonServer:
             # must not take the others down. Per-model state is checked after start.
             "--strict-readiness=false",
             "--log-verbose=0",
+            # Stop within seconds even while clients (a graph's channels) stay connected.
+            "--exit-timeout-secs=5",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]

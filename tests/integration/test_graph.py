@@ -62,7 +62,11 @@ def graph(movielens_repo: Path, trace_file: Path) -> Iterator[GraphServer]:
     mp = pytest.MonkeyPatch()
     mp.setenv("CASCADE_TRACE_FILE", str(trace_file))  # inherited by every Ray process
     server = GraphServer(
-        movielens_repo, graph=RELAXED, http_port=free_port(), grpc_port=free_port()
+        movielens_repo,
+        graph=RELAXED,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        ranking_placement="deployment",  # the two-deployment app; inline has its own test
     )
     try:
         with server:
@@ -77,7 +81,11 @@ def redeploy(graph: GraphServer) -> Iterator[Any]:
     original = graph.settings
     assert original is not None
     yield graph.redeploy
-    graph.redeploy(graph=original.graph, triton_grpc=original.triton_grpc)
+    graph.redeploy(
+        graph=original.graph,
+        triton_grpc=original.triton_grpc,
+        ranking_placement=original.ranking_placement,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -310,3 +318,12 @@ def test_overload_is_refused_at_once_with_retry_after(graph: GraphServer, redepl
     assert refused
     assert all(after == "1" for _, after in refused)
     assert any(status == 200 for status, _ in results)
+
+
+def test_inline_ranking_gives_the_same_answers(graph: GraphServer, redeploy: Any) -> None:
+    expected = {user: recommend(graph, user)["items"] for user in USERS}
+    redeploy(graph=RELAXED, ranking_placement="inline")
+    for user in USERS:
+        answer = recommend(graph, user)
+        assert answer["fallbacks"] == []
+        assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in expected[user]]

@@ -26,6 +26,7 @@ from inference.graph.stages import (
     Ranker,
     RankJob,
     Retriever,
+    plan_candidates,
     ranker_feed,
 )
 from inference.runtime import ModelRuntime, Tensors
@@ -506,3 +507,34 @@ def test_a_failure_in_one_version_group_degrades_only_that_group(
     assert second.fallbacks == ["combiner:ranker_dcn"]
     np.testing.assert_allclose(second.scores, dcn_logit(ints(1, 6)).reshape(-1))
     assert first.batch_size == second.batch_size == 2
+
+
+@pytest.mark.parametrize(
+    ("sizes", "budget_s", "cost", "floor", "expected"),
+    [
+        ([1000, 1000], 1.0, 1e-4, 100, [1000, 1000]),  # fits: unchanged
+        ([1000, 1000], 0.05, 1e-4, 100, [250, 250]),  # 500 candidates fit, shared
+        ([1000, 1000], 0.001, 1e-4, 100, [100, 100]),  # never below the floor
+        ([1000, 50], 0.001, 1e-4, 100, [100, 50]),  # nor above a job's size
+        ([1000], 0.01, 0.0, 100, [1000]),  # no measurement yet: rank everything
+    ],
+)
+def test_plan_candidates_fits_the_budget_within_bounds(
+    sizes: list[int], budget_s: float, cost: float, floor: int, expected: list[int]
+) -> None:
+    assert plan_candidates(sizes, budget_s, cost, floor) == expected
+
+
+def test_under_a_tight_budget_only_the_head_is_ranked(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    ranker = Ranker(runtime, catalog, VERSIONS, pool=pool, min_ranked=2)
+    ranker.seconds_per_candidate = 1.0  # as measured under load: far too slow for all
+    chosen = candidates(4, 2, 3, 1)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=0.001)
+    assert result.fallbacks == ["ranking:truncated"]
+    np.testing.assert_allclose(result.scores, expected_combined(chosen.head(2)), rtol=1e-6)
+    for model in RANKERS:
+        [call] = runtime.calls_of(model)
+        assert call.shapes["item_id"] == (2, 1)
