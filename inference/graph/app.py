@@ -107,15 +107,17 @@ class RankingService:
         def work() -> list[RankResult]:
             # Jobs whose caller has already given up are dropped, not ranked: under overload
             # they would hold the models while live requests time out behind them.
+            ranker = self.components.ranker
+            assert ranker is not None
             now = time.monotonic()
-            live = [i for i, expiry in enumerate(expiries) if expiry > now]
+            # Also dropped: jobs left with less time than ranking the minimum would take.
+            least = ranker.min_ranked * ranker.seconds_per_candidate
+            live = [i for i, expiry in enumerate(expiries) if expiry - now > least]
             results = [RankResult(np.zeros(0, np.float32), ["ranking:expired"]) for _ in jobs]
             if not live:
                 return results
             if delay:
                 time.sleep(delay)
-            ranker = self.components.ranker
-            assert ranker is not None
             timeout = max(0.001, min(expiries[i] for i in live) - time.monotonic())
             for i, result in zip(live, ranker([jobs[i] for i in live], timeout), strict=True):
                 results[i] = result

@@ -8,6 +8,7 @@ same code run in Ray Serve replicas, in tests, and in the in-process ceiling ben
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,8 @@ USER_TOWER = "user_tower"
 RANKERS = ("ranker_dcn", "ranker_mlp")
 COMBINER = "combiner"
 MODELS = (USER_TOWER, *RANKERS, COMBINER)
+#: How far back the ranking cost estimate looks.
+COST_WINDOW_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -186,10 +189,22 @@ class Ranker:
         self.catalog = catalog
         self.versions = versions
         self.min_ranked = min_ranked
-        #: Measured wall time per ranked candidate (EWMA); 0 until the first batch.
-        self.seconds_per_candidate = 0.0
+        #: (when, wall seconds per ranked candidate) of recent batches.
+        self._costs: deque[tuple[float, float]] = deque(maxlen=32)
+        #: Set to pin the estimate (tests); None: the median of the last few seconds.
+        self.fixed_seconds_per_candidate: float | None = None
         self._pool = pool or ThreadPoolExecutor(len(RANKERS), thread_name_prefix="ranker")
         self._on_model_error = on_model_error
+
+    @property
+    def seconds_per_candidate(self) -> float:
+        """Median cost per candidate over the last :data:`COST_WINDOW_S` seconds; 0 (rank
+        everything) when nothing was ranked lately, so a burst's cost does not outlive it."""
+        if self.fixed_seconds_per_candidate is not None:
+            return self.fixed_seconds_per_candidate
+        since = time.monotonic() - COST_WINDOW_S
+        recent = [cost for when, cost in self._costs if when >= since]
+        return float(np.median(recent)) if recent else 0.0
 
     def _infer(
         self, model: str, feed: Tensors, timeout_s: float | None, versions: Mapping[str, int]
@@ -260,9 +275,8 @@ class Ranker:
                     self._on_model_error(COMBINER, exc)
                 scores, fallbacks = logits[RANKERS[0]], [f"combiner:{RANKERS[0]}"]
         if not errors and n_candidates >= 100:  # small calls measure overhead, not cost
-            cost = (time.monotonic() - start) / n_candidates
-            previous = self.seconds_per_candidate
-            self.seconds_per_candidate = cost if previous == 0 else 0.8 * previous + 0.2 * cost
+            now = time.monotonic()
+            self._costs.append((now, (now - start) / n_candidates))
         results: list[RankResult] = []
         offset = 0
         for job in jobs:

@@ -530,7 +530,7 @@ def test_under_a_tight_budget_only_the_head_is_ranked(
 ) -> None:
     runtime = FakeRuntime()
     ranker = Ranker(runtime, catalog, VERSIONS, pool=pool, min_ranked=2)
-    ranker.seconds_per_candidate = 1.0  # as measured under load: far too slow for all
+    ranker.fixed_seconds_per_candidate = 1.0  # as if measured under load: too slow for all
     chosen = candidates(4, 2, 3, 1)
     [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=0.001)
     assert result.fallbacks == ["ranking:truncated"]
