@@ -113,13 +113,20 @@ class RankingService:
             # Also dropped: jobs left with less time than ranking the minimum would take.
             least = ranker.min_ranked * ranker.seconds_per_candidate
             live = [i for i, expiry in enumerate(expiries) if expiry - now > least]
-            results = [RankResult(np.zeros(0, np.float32), ["ranking:expired"]) for _ in jobs]
+            results = [RankResult(np.zeros(0, np.float32)) for _ in jobs]
             if not live:
                 return results
             if delay:
                 time.sleep(delay)
             timeout = max(0.001, min(expiries[i] for i in live) - time.monotonic())
-            for i, result in zip(live, ranker([jobs[i] for i in live], timeout), strict=True):
+            try:
+                ranked = ranker([jobs[i] for i in live], timeout)
+            except InferenceError as exc:
+                # An empty result tells the caller to fall back; raising would cost a
+                # logged traceback per job in Serve, the moment the machine can least afford it.
+                log.debug("ranking failed for a batch of %d: %s", len(live), exc)
+                return results
+            for i, result in zip(live, ranked, strict=True):
                 results[i] = result
             return results
 

@@ -125,7 +125,7 @@ class Recommender:
                         )
                         metrics.BATCH_SIZE.observe(result.batch_size)
                     if len(result.scores) == 0:
-                        raise StageTimeout("ranking dropped the job: its deadline had passed")
+                        raise StageTimeout("ranking gave up on the job (failed or out of time)")
                     # Under load only the head of the candidates is ranked ("ranking:truncated").
                     items, scores = items[: len(result.scores)], result.scores
                     for name in result.fallbacks:

@@ -266,16 +266,25 @@ def test_slow_stage_falls_back_within_the_budget(
     assert answer["latency_ms"] < 50.0
 
 
-def test_triton_gone_falls_back_to_popular(graph: GraphServer, redeploy: Any) -> None:
-    # Nothing listens there: to the graph, Triton is down.
-    redeploy(graph=GraphConfig(), triton_grpc=f"127.0.0.1:{free_port()}")
-    answer = recommend(graph, "42")
+def test_triton_stopped_falls_back_to_popular(
+    graph: GraphServer, redeploy: Any, movielens_repo: Path
+) -> None:
+    """A Triton of its own for this test, stopped while the graph serves from it."""
+    from inference.graph.stages import MODELS
+    from inference.triton.server import TritonServer
+
+    with TritonServer(movielens_repo, models=list(MODELS)) as doomed:
+        redeploy(graph=GraphConfig(), triton_grpc=doomed.grpc_url)
+        served = recommend(graph, "42")
+        assert "retrieval" in served["stages"]  # retrieval ran on this Triton
+        assert "retrieval:popular" not in served["fallbacks"]
+    answer = recommend(graph, "42")  # the server is gone now
     assert answer["fallbacks"] == ["retrieval:popular"]
+    assert len(answer["items"]) == 10
     assert answer["latency_ms"] < 50.0
     with urllib.request.urlopen(f"{graph.url}/metrics") as reply:
-        assert (
-            'cascade_fallbacks_total{fallback="popular",stage="retrieval"}' in reply.read().decode()
-        )
+        text = reply.read().decode()
+    assert 'cascade_fallbacks_total{fallback="popular",stage="retrieval"}' in text
 
 
 def test_combiner_gone_falls_back_to_one_ranker(graph: GraphServer) -> None:
@@ -399,4 +408,5 @@ def test_experiment_variants_serve_their_config_and_log_exposures(
     assert sum(analysis["counts"].values()) == len(users)
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{graph.url}/v1/experiments/nope")
+    missing.value.close()  # the error holds the response's socket
     assert missing.value.code == 404
