@@ -200,11 +200,18 @@ def start_ray(num_cpus: int | None = None) -> None:
     """One local Ray cluster for this process (a no-op when one is running)."""
     for key, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    # HAProxy's own metrics and stats listeners default to fixed ports (9101, 8404); free
+    # ones let two graphs (or a graph and anything else on those ports) share a machine.
+    for key in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+        os.environ.setdefault(key, str(free_port()))
     import ray
 
     if ray.is_initialized():
         return
     ray.init(
+        # Always a cluster of its own: without this, ray.init joins a cluster another
+        # `cascade serve` on the machine started, and serve.run would replace that graph.
+        address="local",
         num_cpus=num_cpus or os.cpu_count() or 2,
         include_dashboard=False,
         log_to_driver=False,
