@@ -40,7 +40,7 @@ from inference.graph.config import GraphConfig
 from inference.graph.experiments import ExperimentRouter, read_catalog, report
 from inference.graph.recommender import Recommender, annotate
 from inference.graph.settings import GraphSettings
-from inference.graph.stages import MODELS, RankJob, RankResult
+from inference.graph.stages import RankJob, RankResult
 from inference.graph.telemetry import attached, extract, traceparent, tracer
 from inference.graph.types import RecommendRequest, RecommendResponse
 from inference.protocol import oip
@@ -526,4 +526,4 @@ def build_app(settings: GraphSettings) -> Any:
     return ingress.bind(ranking.bind(settings), settings)
 
 
-__all__ = ["MODELS", "GraphIngress", "RankingService", "api", "build_app"]
+__all__ = ["GraphIngress", "RankingService", "api", "build_app"]
