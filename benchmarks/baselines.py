@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,20 @@ from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
 from inference.graph.catalog import Catalog
-from inference.graph.components import resolve_versions
+from inference.graph.components import load_components, resolve_versions
 from inference.graph.config import GraphConfig
-from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore, UserFeatures
+from inference.graph.features import EmbeddedFeatureStore, UserFeatures
 from inference.graph.rerank import rerank, resolve_deny
+from inference.graph.settings import GraphSettings
 from inference.graph.stages import (
     COMBINER,
-    MODELS,
     RANKERS,
     USER_TOWER,
     Candidates,
     ItemSearch,
-    Ranker,
     RankJob,
-    Retriever,
     ranker_feed,
 )
-from inference.local_runtime import OnnxRuntime
 from training.model_config import MODEL_FILENAME
 from training.repository import ModelRepository
 from training.tables import FloatArray, IntArray
@@ -78,9 +74,6 @@ def _user_tower_dir(repository: Path, versions: dict[str, int]) -> Path:
 
 
 def _versions(repository: Path, config: GraphConfig) -> dict[str, int]:
-    # Checked first: ModelRepository creates a missing directory, and a typo should fail.
-    if not Path(repository).is_dir():
-        raise FileNotFoundError(f"model repository {repository} does not exist")
     return resolve_versions(Path(repository), dict(config.model_versions))
 
 
@@ -100,27 +93,21 @@ class InProcessGraph:
 
     def __init__(self, repository: Path, config: GraphConfig = DEFAULT_CONFIG) -> None:
         self.config = config
-        self.versions = _versions(repository, config)
-        directory = _user_tower_dir(Path(repository), self.versions)
-        self.catalog = Catalog.load(directory)
-        self.features = CachedFeatureStore(EmbeddedFeatureStore(self.catalog), config.cache)
-        self.runtime = OnnxRuntime(
-            Path(repository), models=list(MODELS), versions=self.versions, intra_op_threads=1
-        )
-        # Our own pool (the Ranker's default size) so close() can stop its threads.
-        self._pool = ThreadPoolExecutor(len(RANKERS), thread_name_prefix="baseline-ranker")
-        self.retriever = Retriever(self.runtime, ItemSearch(directory), self.versions)
-        self.ranker = Ranker(self.runtime, self.catalog, self.versions, pool=self._pool)
+        settings = GraphSettings(repository=Path(repository), runtime="onnxruntime", graph=config)
+        self.components = load_components(settings, with_ranker=True)
+        self.catalog = self.components.catalog
         self._deny = resolve_deny(self.catalog.item_index, config.rerank.deny_items)
 
     def recommend(self, user_id: str, k: int = 10) -> list[str]:
         """Item ids for ``user_id``: features, retrieval, ranking (both rankers and the
         combiner), re-rank; the globally popular items for a user the store does not know."""
-        user = self.features.user(user_id)
+        parts = self.components
+        user = parts.features.user(user_id)
         if user is None:
             return self._ids(self.catalog.popular_for({}, k))
-        candidates = self.retriever(user, self.config.candidates)
-        (ranked,) = self.ranker([RankJob(user, candidates)])
+        assert parts.ranker is not None
+        candidates = parts.retriever(user, self.config.candidates)
+        (ranked,) = parts.ranker([RankJob(user, candidates)])
         chosen, _ = rerank(
             candidates.items,
             ranked.scores,
@@ -135,8 +122,7 @@ class InProcessGraph:
 
     def close(self) -> None:
         """Stop the ranker threads and drop the sessions."""
-        self._pool.shutdown(wait=True)
-        self.runtime.close()
+        self.components.close()
 
     def _ids(self, items: IntArray) -> list[str]:
         return [self.catalog.item_ids[int(i)] for i in items]

@@ -29,13 +29,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from tritonclient.grpc import service_pb2
 
-from ab_router.cli import open_store
 from ab_router.design import Catalog as ExperimentCatalog
 from ab_router.events import EventStore
+from ab_router.stores import open_store
 from inference import metrics
 from inference.errors import BadRequest, InferenceError, ModelNotFound, Unavailable
 from inference.graph.admission import Admission
-from inference.graph.components import Components, load_components
+from inference.graph.components import Components, load_components, resolve_versions
 from inference.graph.config import GraphConfig
 from inference.graph.experiments import ExperimentRouter, read_catalog, report
 from inference.graph.recommender import Recommender, annotate
@@ -83,8 +83,9 @@ _batched = cast(Callable[[_F], _F], serve.batch(max_batch_size=8, batch_wait_tim
 class RankingService:
     """Ranks the candidates of concurrent requests together: one call per ranker per batch."""
 
-    def __init__(self, settings: GraphSettings) -> None:
-        self.components = load_components(settings, with_ranker=True)
+    def __init__(self, settings: GraphSettings, components: Components | None = None) -> None:
+        """``components``: already loaded (with a ranker) by an ingress ranking inline."""
+        self.components = components or load_components(settings, with_ranker=True)
         self.config = settings.graph
         batched: Any = self.rank_batch  # serve.batch adds these setters
         batched.set_max_batch_size(self.config.max_batch_requests)
@@ -204,9 +205,10 @@ class GraphIngress:
         _admission = Admission(self.config.admission.max_in_flight)
         _max_body = self.config.admission.max_body_bytes
         _retry_after = str(self.config.admission.retry_after_s)
-        self.components: Components = load_components(settings, with_ranker=False)
+        inline = ranking is None
+        self.components: Components = load_components(settings, with_ranker=inline)
         self._ranking = ranking
-        self._local_ranking = RankingService(settings) if ranking is None else None
+        self._local_ranking = RankingService(settings, self.components) if inline else None
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="graph")
         self._http: Any = None  # aiohttp session to Triton, made on first use (needs a loop)
         self._grpc: Any = None
@@ -229,11 +231,11 @@ class GraphIngress:
         metrics.record_versions(self.components.versions)
 
     def _recommender(self, config: GraphConfig) -> Recommender:
-        from inference.graph.components import resolve_versions
-
-        versions = {**self.components.versions, **config.model_versions}
-        if config.model_versions:
-            resolve_versions(self.settings.repository, config.model_versions)
+        versions = (
+            self.components.versions
+            if config.model_versions == self.config.model_versions
+            else resolve_versions(self.settings.repository, config.model_versions)
+        )
         return Recommender(
             config=config,
             catalog=self.components.catalog,

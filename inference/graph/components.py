@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference import metrics
-from inference.errors import InferenceError
+from inference.errors import InferenceError, ModelNotFound
 from inference.graph.catalog import Catalog
 from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
 from inference.graph.settings import GraphSettings
-from inference.graph.stages import MODELS, USER_TOWER, ItemSearch, Ranker, Retriever
+from inference.graph.stages import MODELS, USER_TOWER, ItemSearch, Ranker, RankJob, Retriever
 from inference.runtime import ModelRuntime
 from inference.triton.client import RetryPolicy, TritonClient
 from training.repository import ModelRepository
@@ -33,8 +33,6 @@ class Components:
         """One call through each stage, so the first real request does not pay for fetching
         model configs and waking the backends (which would blow its budget). Failures are
         logged, not raised: a replica must start even while Triton is down, and degrade."""
-        from inference.graph.stages import RankJob
-
         user = self.features.user(self.catalog.user_ids[0])
         if user is None:
             return
@@ -45,6 +43,11 @@ class Components:
                     self.ranker([RankJob(user, found)], 10.0)
         except InferenceError as exc:
             log.warning("warm-up failed (the graph will use fallbacks until it recovers): %s", exc)
+
+    def close(self) -> None:
+        if self.ranker is not None:
+            self.ranker.close()
+        self.runtime.close()
 
     def readiness(self) -> str | None:
         """None when the models can be served, else why not."""
@@ -57,6 +60,8 @@ class Components:
 
 def resolve_versions(repository: Path, pins: dict[str, int]) -> dict[str, int]:
     """The version of each graph model to serve: the pin, else the newest in the repository."""
+    if not Path(repository).is_dir():  # ModelRepository would create it: a typo must fail
+        raise ModelNotFound(f"model repository {repository} does not exist")
     repo = ModelRepository(repository)
     versions: dict[str, int] = {}
     for model in MODELS:

@@ -29,7 +29,7 @@ from ab_router.design import load_catalog
 from ab_router.errors import ExperimentError
 from ab_router.events import EventStore, Exposure
 from inference import metrics
-from inference.errors import InferenceError
+from inference.errors import InferenceError, ModelNotFound
 from inference.graph.config import GraphConfig
 
 log = logging.getLogger("cascade.inference")
@@ -173,8 +173,6 @@ def report(catalog: ExperimentCatalog, store: EventStore, name: str) -> dict[str
     try:
         experiment = catalog.experiment(name)
     except ExperimentError as exc:
-        from inference.errors import ModelNotFound
-
         raise ModelNotFound(str(exc)) from exc
     result: dict[str, Any] = analyze(store, experiment).to_dict()
     return result

@@ -23,16 +23,17 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
+from opentelemetry import trace
 
 from inference import metrics
-from inference.errors import BadRequest, InferenceError
+from inference.errors import BadRequest, DeadlineExceeded, InferenceError
 from inference.graph.catalog import Catalog
 from inference.graph.config import GraphConfig
 from inference.graph.deadline import Deadline
 from inference.graph.features import FeatureStore, UserFeatures
 from inference.graph.rerank import rerank, resolve_deny
 from inference.graph.stages import Candidates, RankJob, RankResult, Retriever
-from inference.graph.telemetry import set_attributes, tracer
+from inference.graph.telemetry import inject, set_attributes, tracer
 from inference.graph.types import RecommendRequest, RecommendResponse, ScoredItem
 from training.tables import FloatArray, IntArray
 
@@ -41,10 +42,6 @@ log = logging.getLogger("cascade.inference")
 T = TypeVar("T")
 #: Ranks one job within ``timeout_s``: in-process, or through the ranking deployment.
 RankFn = Callable[[RankJob, float, dict[str, str]], Awaitable[RankResult]]
-
-
-class StageTimeout(InferenceError):
-    status = 504
 
 
 class Recommender:
@@ -115,17 +112,15 @@ class Recommender:
                 timeout = deadline.stage_timeout_s(budgets.ranking_ms, reserve)
                 try:
                     if timeout <= 0:
-                        raise StageTimeout("no time left for ranking")
+                        raise DeadlineExceeded("no time left for ranking")
                     with self._stage("ranking", stage_ms, stages):
                         result = await asyncio.wait_for(
-                            self.rank(
-                                RankJob(user, candidates, self.versions), timeout, _carrier()
-                            ),
+                            self.rank(RankJob(user, candidates, self.versions), timeout, inject()),
                             timeout,
                         )
                         metrics.BATCH_SIZE.observe(result.batch_size)
                     if len(result.scores) == 0:
-                        raise StageTimeout("ranking gave up on the job (failed or out of time)")
+                        raise DeadlineExceeded("ranking gave up on the job (failed or out of time)")
                     # Under load only the head of the candidates is ranked ("ranking:truncated").
                     items, scores = items[: len(result.scores)], result.scores
                     for name in result.fallbacks:
@@ -186,7 +181,7 @@ class Recommender:
 
     async def _run(self, work: Callable[[], T], timeout_s: float, stage: str) -> T:
         if timeout_s <= 0:
-            raise StageTimeout(f"no time left for {stage}")
+            raise DeadlineExceeded(f"no time left for {stage}")
         loop = asyncio.get_running_loop()
         expires = self._clock() + timeout_s
 
@@ -194,14 +189,14 @@ class Recommender:
             # Work abandoned by a timed-out request must not run late: under overload it
             # would queue ahead of live requests and time them out too.
             if self._clock() >= expires:
-                raise StageTimeout(f"{stage} expired before it started")
+                raise DeadlineExceeded(f"{stage} expired before it started")
             return work()
 
         future = loop.run_in_executor(self._executor, unless_expired)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError as exc:
-            raise StageTimeout(f"{stage} exceeded {timeout_s * 1000:.1f} ms") from exc
+            raise DeadlineExceeded(f"{stage} exceeded {timeout_s * 1000:.1f} ms") from exc
 
     @contextmanager
     def _stage(self, name: str, stage_ms: dict[str, float], stages: list[str]) -> Iterator[object]:
@@ -233,12 +228,6 @@ class Recommender:
         return ScoredItem(item_id=item_id, score=round(score, 6), title=title, genres=genres)
 
 
-def _carrier() -> dict[str, str]:
-    from inference.graph.telemetry import inject
-
-    return inject()
-
-
 def _rank_scores(n: int) -> FloatArray:
     """Scores for a list that is already in order (popular items): 1, 1/2, 1/3, ..."""
     return (1.0 / np.arange(1, n + 1)).astype(np.float32)
@@ -246,8 +235,6 @@ def _rank_scores(n: int) -> FloatArray:
 
 def annotate(response: RecommendResponse) -> None:
     """Put the response's outcome on the current span (what a trace viewer shows first)."""
-    from opentelemetry import trace
-
     set_attributes(
         trace.get_current_span(),
         {

@@ -193,8 +193,14 @@ class Ranker:
         self._costs: deque[tuple[float, float]] = deque(maxlen=32)
         #: Set to pin the estimate (tests); None: the median of the last few seconds.
         self.fixed_seconds_per_candidate: float | None = None
+        self._own_pool = pool is None
         self._pool = pool or ThreadPoolExecutor(len(RANKERS), thread_name_prefix="ranker")
         self._on_model_error = on_model_error
+
+    def close(self) -> None:
+        """Stop the ranker's threads (a pool passed in belongs to the caller)."""
+        if self._own_pool:
+            self._pool.shutdown(wait=True)
 
     @property
     def seconds_per_candidate(self) -> float:
@@ -282,6 +288,6 @@ class Ranker:
         for job in jobs:
             size = len(job.candidates.items)
             part = scores[offset : offset + size]
-            results.append(RankResult(part.copy(), list(fallbacks), batch_size=len(jobs)))
+            results.append(RankResult(part.copy(), list(fallbacks)))
             offset += size
         return results
