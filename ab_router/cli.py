@@ -11,17 +11,7 @@ from ab_router.analysis import analyze, analyze_events
 from ab_router.design import load_catalog
 from ab_router.events import EventStore
 from ab_router.report import render_html, table
-
-
-def open_store(location: str) -> EventStore:
-    """``redis://...`` opens the Redis Streams store; anything else is a SQLite file."""
-    if location.startswith(("redis://", "rediss://", "unix://")):
-        from ab_router.stores.redis import RedisEventStore
-
-        return RedisEventStore(location)
-    from ab_router.stores.sqlite import SqliteEventStore
-
-    return SqliteEventStore(Path(location))
+from ab_router.stores import open_store
 
 
 def timeline(

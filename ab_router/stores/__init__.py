@@ -6,6 +6,18 @@ only needs SQLite does not import redis-py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ab_router.events import EventStore
 from ab_router.stores.sqlite import SqliteEventStore
 
-__all__ = ["SqliteEventStore"]
+__all__ = ["SqliteEventStore", "open_store"]
+
+
+def open_store(location: str) -> EventStore:
+    """``redis://...`` opens the Redis Streams store; anything else is a SQLite file."""
+    if location.startswith(("redis://", "rediss://", "unix://")):
+        from ab_router.stores.redis import RedisEventStore
+
+        return RedisEventStore(location)
+    return SqliteEventStore(Path(location))

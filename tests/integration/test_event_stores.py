@@ -5,7 +5,6 @@ mid-stream, and a redis-server SIGKILLed mid-stream and restarted from its AOF."
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.unit.ab_router.test_events import (
     read_acks,
     run_replay,
     start_writer,
+    write_concurrently,
 )
 
 pytestmark = pytest.mark.integration
@@ -91,21 +91,8 @@ def test_reads_page_through_long_streams(store: RedisEventStore) -> None:
 
 def test_concurrent_writers_lose_nothing(store: RedisEventStore) -> None:
     threads, per_thread = 8, 50
-    written = [0] * threads
-
-    def work(t: int) -> None:
-        for rep in (t, (t + 1) % threads):
-            for i in range(rep * per_thread, (rep + 1) * per_thread):
-                written[t] += store.record_exposure(exposure(i, f"u{i}", "ab"[i % 2]))
-                written[t] += store.record_outcome(outcome(i, f"u{i}", 1.0))
-
-    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
     n = threads * per_thread
-    assert sum(written) == 2 * n
+    assert write_concurrently(store, threads, per_thread) == 2 * n
     assert len(store.exposures("x")) == len(store.outcomes("x")) == n
 
 

@@ -90,15 +90,12 @@ def test_unit_exposed_to_two_variants_is_a_conflict_counted_once(store: SqliteEv
     assert sum(v.n_units for v in summary.variants.values()) == 2
 
 
-def test_concurrent_writers_lose_nothing_and_double_count_nothing(
-    store: SqliteEventStore,
-) -> None:
-    threads, per_thread = 8, 100
+def write_concurrently(store: EventStore, threads: int, per_thread: int) -> int:
+    """Events acknowledged as new when every thread writes its own range of exposures and
+    outcomes and also replays its neighbour's, so duplicates race with originals."""
     written = [0] * threads
 
     def work(t: int) -> None:
-        # Every thread writes every event of its own range and also replays its neighbour's,
-        # so duplicates race with originals.
         for rep in (t, (t + 1) % threads):
             for i in range(rep * per_thread, (rep + 1) * per_thread):
                 written[t] += store.record_exposure(exposure(i, f"u{i}", "ab"[i % 2]))
@@ -109,8 +106,15 @@ def test_concurrent_writers_lose_nothing_and_double_count_nothing(
         th.start()
     for th in pool:
         th.join()
+    return sum(written)
+
+
+def test_concurrent_writers_lose_nothing_and_double_count_nothing(
+    store: SqliteEventStore,
+) -> None:
+    threads, per_thread = 8, 100
     n = threads * per_thread
-    assert sum(written) == 2 * n
+    assert write_concurrently(store, threads, per_thread) == 2 * n
     assert len({e.event_id for e in store.exposures("x")}) == len(store.exposures("x")) == n
     assert len(store.outcomes("x")) == n
     stats = store.summary("x", "m").variants
