@@ -33,13 +33,14 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1, 0.
 
 REQUESTS = Counter(
     "cascade_requests_total",
-    "Requests answered by the graph ingress, by protocol and status code.",
-    ["protocol", "code"],
+    "Requests answered by the graph ingress, by protocol, status code and experiment variant "
+    "(``none`` outside an experiment; a canary's variants are ``stable`` and ``canary``).",
+    ["protocol", "code", "variant"],
 )
 REQUEST_SECONDS = Histogram(
     "cascade_request_duration_seconds",
-    "End-to-end latency of graph requests inside the ingress.",
-    ["protocol"],
+    "End-to-end latency of graph requests inside the ingress, by protocol and variant.",
+    ["protocol", "variant"],
     buckets=LATENCY_BUCKETS,
 )
 STAGE_SECONDS = Histogram(

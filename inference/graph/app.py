@@ -257,7 +257,7 @@ class GraphIngress:
         self, request: RecommendRequest, protocol: str, headers: dict[str, str]
     ) -> tuple[RecommendResponse, str]:
         start = time.perf_counter()
-        code = "200"
+        code, variant = "200", "none"
         try:
             with (
                 attached(extract(headers)),
@@ -266,6 +266,7 @@ class GraphIngress:
                 recommender, route = self.recommender, None
                 if self.router is not None:
                     route = self.router.route(request.user_id)
+                    variant = route.variant or "none"
                     recommender = self.variants.get(route.variant or "", self.recommender)
                 response = await recommender.recommend(request)
                 if self.router is not None and route is not None:
@@ -278,8 +279,10 @@ class GraphIngress:
             code = str(exc.status)
             raise
         finally:
-            metrics.REQUESTS.labels(protocol=protocol, code=code).inc()
-            metrics.REQUEST_SECONDS.labels(protocol=protocol).observe(time.perf_counter() - start)
+            metrics.REQUESTS.labels(protocol=protocol, code=code, variant=variant).inc()
+            metrics.REQUEST_SECONDS.labels(protocol=protocol, variant=variant).observe(
+                time.perf_counter() - start
+            )
 
     # ---- JSON API --------------------------------------------------------------------------
 
@@ -528,4 +531,13 @@ def build_app(settings: GraphSettings) -> Any:
     return ingress.bind(ranking.bind(settings), settings)
 
 
-__all__ = ["GraphIngress", "RankingService", "api", "build_app"]
+def build_app_from_args(args: dict[str, Any]) -> Any:
+    """The Ray Serve app builder for ``import_path`` configs (KubeRay's RayService).
+
+    Serve hands a builder its ``args`` as a plain dict; they are the fields of
+    :class:`GraphSettings`, validated here so a typo fails the deploy with the field's name.
+    """
+    return build_app(GraphSettings.model_validate(args))
+
+
+__all__ = ["GraphIngress", "RankingService", "api", "build_app", "build_app_from_args"]
