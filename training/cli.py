@@ -207,6 +207,10 @@ def parser() -> argparse.ArgumentParser:
 
     register_graph(sub)
 
+    from operators.cli import register as register_operator
+
+    register_operator(sub)
+
     synth = sub.add_parser("synth", help="write a synthetic dataset as TSV files, streamed")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--users", type=int, default=100_000)

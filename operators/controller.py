@@ -1,0 +1,539 @@
+"""Reconcilers: read what a decision needs, call the pure decision, write the result.
+
+Each method takes the object as kopf delivered it, re-reads what it depends on (other
+resources, metrics), runs a function from :mod:`operators.reconcile`, applies children and
+writes status. Status is written with the resourceVersion it was computed from, so a decision
+made on a stale read loses (409, retried) instead of overwriting a newer one.
+
+A spec that does not validate gets a ``Ready=False`` condition whose message names the field,
+and nothing is created or changed for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ab_router.design import Experiment as ExperimentDesign
+from operators import metrics
+from operators.crds.specs import (
+    API_VERSION,
+    ExperimentSpec,
+    InferenceGraphSpec,
+    ModelSpec,
+)
+from operators.crds.status import (
+    Condition,
+    ExperimentStatus,
+    GraphStatus,
+    ModelStatus,
+    parse_timestamp,
+    set_condition,
+)
+from operators.k8s.client import KINDS, Kube, resource
+from operators.reconcile import autoscale, canary
+from operators.reconcile.children import (
+    GRAPH_HTTP,
+    GRAPH_LABEL,
+    MANAGER,
+    CanaryRoute,
+    GraphInputs,
+    child_name,
+    fingerprint,
+    render,
+)
+from operators.signals import Observer
+
+log = logging.getLogger("cascade.operator")
+
+MODELS = resource(API_VERSION, "Model")
+GRAPHS = resource(API_VERSION, "InferenceGraph")
+EXPERIMENTS = resource(API_VERSION, "Experiment")
+
+#: The kinds a graph owns, for pruning children a new rendering no longer has.
+OWNED = [
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+]
+
+#: Re-apply unchanged children at least this often (seconds), to undo manual edits.
+RESYNC_S = 60.0
+
+S = TypeVar("S", bound=BaseModel)
+
+#: Emits a Kubernetes event on an object: (body, type, reason, message).
+EventSink = Callable[[dict[str, Any], Literal["Normal", "Warning"], str, str], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    image: str = "cascade:0.1.0"
+    #: How often in-flight canaries are judged and graphs re-scaled.
+    tick_s: float = 10.0
+
+
+def field_errors(prefix: str, err: ValidationError) -> str:
+    """``spec.stages.ranking.budgetMs: Input should be greater than 0; ...``."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def read_status(model: type[S], body: dict[str, Any]) -> S:
+    """Status as last written; keys this version does not know are ignored."""
+    raw = dict(body.get("status") or {})
+    known = {f.alias or name for name, f in model.model_fields.items()}
+    try:
+        return model.model_validate({k: v for k, v in raw.items() if k in known})
+    except ValidationError:
+        log.warning("unreadable status on %s, starting afresh", body["metadata"].get("name"))
+        return model()
+
+
+def repository_name(name: str, spec: ModelSpec) -> str:
+    return spec.repository_name or name.replace("-", "_")
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        observer: Observer,
+        settings: OperatorSettings,
+        *,
+        events: EventSink | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.kube, self.observer, self.settings = kube, observer, settings
+        self.clock = clock
+        self._events = events
+        self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    # ---- shared -------------------------------------------------------------------------
+
+    def _event(
+        self, body: dict[str, Any], type_: Literal["Normal", "Warning"], reason: str, message: str
+    ) -> None:
+        if self._events is not None:
+            self._events(body, type_, reason, message)
+
+    async def _write_status(
+        self, res_kind: str, body: dict[str, Any], old: BaseModel, new: BaseModel
+    ) -> None:
+        if old == new:
+            return
+        meta = body["metadata"]
+        await self.kube.patch_status(
+            resource(API_VERSION, res_kind),
+            meta["namespace"],
+            meta["name"],
+            new.model_dump(mode="json", by_alias=True),
+            resource_version=meta.get("resourceVersion"),
+        )
+
+    def _ready(
+        self,
+        conditions: list[Condition],
+        ok: bool,
+        reason: str,
+        message: str,
+        generation: int | None,
+    ) -> list[Condition]:
+        return set_condition(
+            conditions,
+            "Ready",
+            "True" if ok else "False",
+            reason,
+            message,
+            generation=generation,
+            now=self.clock(),
+        )
+
+    async def _fresh(self, res_kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        meta = body["metadata"]
+        return await self.kube.get(resource(API_VERSION, res_kind), meta["namespace"], meta["name"])
+
+    # ---- InferenceGraph -------------------------------------------------------------------
+
+    async def reconcile_graph(self, body: dict[str, Any], *, rescale: bool = False) -> None:
+        """Render and apply the graph's children; with ``rescale``, autoscale first."""
+        fresh = await self._fresh("InferenceGraph", body)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        body = fresh
+        meta = body["metadata"]
+        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        status = read_status(GraphStatus, body)
+        try:
+            spec = InferenceGraphSpec.model_validate(body.get("spec") or {})
+        except ValidationError as err:
+            await self._invalid("InferenceGraph", body, status, field_errors("spec", err))
+            return
+
+        models = {m["metadata"]["name"]: m for m in await self.kube.list(MODELS, ns)}
+        problem, versions, route = self._model_plan(spec, models)
+        if problem is not None:
+            conditions = self._ready(status.conditions, False, "ModelNotReady", problem, generation)
+            new = status.model_copy(
+                update={"conditions": conditions, "observed_generation": generation}
+            )
+            await self._write_status("InferenceGraph", body, status, new)
+            return
+
+        experiments = await self._experiments_for(ns, name)
+        replicas = await self._live_replicas(ns, name)
+        new_status = status
+        if rescale and spec.autoscaling.enabled:
+            new_status, replicas = await self._rescale(ns, name, spec, status, replicas)
+        inputs = GraphInputs(
+            name=name,
+            namespace=ns,
+            uid=meta["uid"],
+            spec=spec,
+            image=spec.image or self.settings.image,
+            model_versions=versions,
+            canary=route,
+            experiments=tuple(experiments),
+            replicas=replicas,
+            service_monitor=await self.kube.serves("monitoring.coreos.com/v1", "servicemonitors"),
+        )
+        children = render(inputs)
+        for child in children:
+            await self._apply(child)
+        await self._prune(ns, name, children)
+
+        rendered = {
+            c["metadata"]["name"].removeprefix(f"{name}-"): int(c["spec"]["replicas"])
+            for c in children
+            if c["kind"] == "Deployment"
+        }
+        for deployment, n in rendered.items():
+            metrics.REPLICAS.labels(namespace=ns, graph=name, deployment=deployment).set(n)
+        message = f"{len(children)} children applied; serving {_versions_text(versions)}"
+        if route is not None:
+            message += f"; canary {route.model} v{route.version} at {route.weight}%"
+        new_status = new_status.model_copy(
+            update={
+                "replicas": rendered,
+                "model_versions": versions,
+                "canary": route.model if route else "",
+                "endpoint": f"http://{child_name(name, 'graph')}.{ns}.svc:{GRAPH_HTTP}",
+                "conditions": self._ready(
+                    new_status.conditions, True, "Reconciled", message, generation
+                ),
+                "observed_generation": generation,
+            }
+        )
+        await self._write_status("InferenceGraph", body, status, new_status)
+
+    async def _apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply, skipped when the same rendering was applied recently.
+
+        Every tick re-renders every graph; re-sending identical manifests would be a write
+        per child per tick. A full re-apply every ``RESYNC_S`` still repairs manual edits.
+        """
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        digest, now = fingerprint(obj), time.monotonic()
+        last = self._applied.get(key)
+        if last is not None and last[0] == digest and now - last[1] < RESYNC_S:
+            return
+        await self.kube.apply(obj)
+        self._applied[key] = (digest, now)
+
+    async def _live_replicas(self, ns: str, graph: str) -> dict[str, int]:
+        """What the Deployments run now: the autoscaler's starting point, kept on re-render."""
+        out = {}
+        for role in ("graph", "triton"):
+            live = await self.kube.get(
+                resource("apps/v1", "Deployment"), ns, child_name(graph, role)
+            )
+            if live is not None and live.get("spec", {}).get("replicas") is not None:
+                out[role] = int(live["spec"]["replicas"])
+        return out
+
+    def _model_plan(
+        self, spec: InferenceGraphSpec, models: dict[str, dict[str, Any]]
+    ) -> tuple[str | None, dict[str, int], CanaryRoute | None]:
+        """Stable versions per Triton model and the canary to route, or what is missing."""
+        missing = [n for n in spec.model_names if n not in models]
+        if missing:
+            return f"Model resources not found: {', '.join(missing)}", {}, None
+        versions: dict[str, int] = {}
+        route: CanaryRoute | None = None
+        for name in spec.model_names:
+            body = models[name]
+            try:
+                mspec = ModelSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                return f"Model {name} has an invalid spec (see its conditions)", {}, None
+            mstatus = read_status(ModelStatus, body)
+            repo = repository_name(name, mspec)
+            versions[repo] = mstatus.serving_version or mspec.version
+            flight = canary.in_flight(mstatus)
+            if flight is not None and route is None:
+                route = CanaryRoute(name, repo, flight.version, flight.weight)
+        return None, versions, route
+
+    async def _experiments_for(self, ns: str, graph: str) -> list[ExperimentDesign]:
+        designs = []
+        for body in await self.kube.list(EXPERIMENTS, ns):
+            try:
+                spec = ExperimentSpec.model_validate(body.get("spec") or {})
+                if spec.graph == graph:
+                    designs.append(spec.design(body["metadata"]["name"]))
+            except ValidationError:
+                continue  # the Experiment's own reconcile reports it
+        return sorted(designs, key=lambda d: d.name)
+
+    async def _rescale(
+        self,
+        ns: str,
+        name: str,
+        spec: InferenceGraphSpec,
+        status: GraphStatus,
+        replicas: dict[str, int],
+    ) -> tuple[GraphStatus, dict[str, int]]:
+        scaling = spec.autoscaling
+        s = spec.stages
+        signals = await self.observer.scaling(
+            ns,
+            name,
+            {
+                d: replicas.get(d, autoscale.bounds_of(scaling, d).min_replicas)
+                for d in ("graph", "triton")
+            },
+            budgets={
+                "retrieval": s.retrieval.budget_ms,
+                "ranking": s.ranking.budget_ms,
+                "rerank": s.rerank.budget_ms,
+            },
+            in_flight_target=scaling.target_in_flight_per_replica,
+            queue_target=scaling.target_queue_depth_per_replica,
+        )
+        if signals is None:
+            return status, replicas
+        decision = autoscale.decide(scaling, signals, status.recommendations, self.clock())
+        changed = decision.changed({d: sig.replicas for d, sig in signals.items()})
+        for deployment, n in changed.items():
+            before = signals[deployment].replicas
+            direction = "up" if n > before else "down"
+            metrics.SCALE_EVENTS.labels(deployment=deployment, direction=direction).inc()
+            log.info(
+                "%s/%s: %s %d -> %d (%s)",
+                ns,
+                name,
+                deployment,
+                before,
+                n,
+                decision.reasons[deployment],
+            )
+        reason = "; ".join(f"{d}: {r}" for d, r in sorted(decision.reasons.items()))
+        new = status.model_copy(
+            update={
+                "recommendations": decision.history,
+                "last_scale_reason": reason if changed else status.last_scale_reason,
+            }
+        )
+        return new, {**replicas, **decision.replicas}
+
+    async def _prune(self, ns: str, graph: str, children: Iterable[dict[str, Any]]) -> None:
+        keep = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children}
+        selector = f"{GRAPH_LABEL}={graph},app.kubernetes.io/managed-by={MANAGER}"
+        for api_version, kind in OWNED:
+            res = KINDS[(api_version, kind)]
+            if kind == "ServiceMonitor" and not await self.kube.serves(api_version, res.plural):
+                continue
+            for obj in await self.kube.list(res, ns, label_selector=selector):
+                if (api_version, kind, obj["metadata"]["name"]) not in keep:
+                    log.info("%s/%s: deleting %s %s", ns, graph, kind, obj["metadata"]["name"])
+                    await self.kube.delete(res, ns, obj["metadata"]["name"])
+                    self._applied.pop((kind, ns, obj["metadata"]["name"]), None)
+
+    async def _invalid(
+        self, kind: str, body: dict[str, Any], status: Any, message: str, **update: Any
+    ) -> None:
+        metrics.INVALID_SPECS.labels(kind=kind).inc()
+        generation = body["metadata"].get("generation")
+        conditions = self._ready(status.conditions, False, "InvalidSpec", message, generation)
+        new = status.model_copy(
+            update={**update, "conditions": conditions, "observed_generation": generation}
+        )
+        if new != status:
+            self._event(body, "Warning", "InvalidSpec", message)
+        await self._write_status(kind, body, status, new)
+
+    async def graphs_using(self, ns: str, model: str) -> list[dict[str, Any]]:
+        out = []
+        for body in await self.kube.list(GRAPHS, ns):
+            try:
+                spec = InferenceGraphSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                continue
+            if model in spec.model_names:
+                out.append(body)
+        return sorted(out, key=lambda b: str(b["metadata"]["name"]))
+
+    # ---- Model ----------------------------------------------------------------------------
+
+    async def reconcile_model(self, body: dict[str, Any]) -> None:
+        """Start, skip or judge a rollout of the spec's version; refresh the graphs using it."""
+        fresh = await self._fresh("Model", body)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        body = fresh
+        meta = body["metadata"]
+        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        status = read_status(ModelStatus, body)
+        try:
+            spec = ModelSpec.model_validate(body.get("spec") or {})
+        except ValidationError as err:
+            await self._invalid("Model", body, status, field_errors("spec", err))
+            return
+        now = self.clock()
+        new = canary.plan(spec.version, spec.canary, status, now)
+        if new.canary is not None and new.canary != status.canary and new.canary.phase != "Aborted":
+            self._event(body, "Normal", "CanaryStarted", new.canary.reason)
+        flight = canary.in_flight(new)
+        if flight is not None:
+            new = await self._judge(body, spec, new, flight)
+        new = new.model_copy(
+            update={
+                "conditions": self._model_conditions(new, generation),
+                "observed_generation": generation,
+            }
+        )
+        weight = flight.weight if (flight := canary.in_flight(new)) else 0
+        metrics.CANARY_WEIGHT.labels(namespace=ns, model=name).set(weight)
+        await self._write_status("Model", body, status, new)
+        if new.serving_version != status.serving_version or new.canary != status.canary:
+            for graph in await self.graphs_using(ns, name):
+                await self.reconcile_graph(graph)
+
+    async def _judge(
+        self, body: dict[str, Any], spec: ModelSpec, status: ModelStatus, flight: Any
+    ) -> ModelStatus:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        now = self.clock()
+        if spec.canary is None:  # the policy was removed mid-rollout: replace at once
+            decision = canary.Decision(
+                "promote",
+                "canary policy removed",
+                flight.model_copy(
+                    update={
+                        "phase": "Promoted",
+                        "weight": 100,
+                        "last_decision": "promote",
+                        "reason": f"v{flight.version} promoted at once: canary policy removed",
+                    }
+                ),
+            )
+        else:
+            graphs = await self.graphs_using(ns, name)
+            if graphs:
+                window = int((now - parse_timestamp(flight.step_started_at)).total_seconds())
+                observed = await self.observer.canary(
+                    ns,
+                    graphs[0]["metadata"]["name"],
+                    f"canary-{name}",
+                    window,
+                    spec.canary.business_metric,
+                )
+            else:
+                observed = canary.CanaryMetrics()
+            decision = canary.decide(spec.canary, flight, observed, now)
+        metrics.CANARY_DECISIONS.labels(decision=decision.action).inc()
+        if decision.action in ("advance", "promote"):
+            self._event(body, "Normal", f"Canary{decision.action.title()}", decision.reason)
+        elif decision.action == "rollback":
+            self._event(body, "Warning", "CanaryRollback", decision.reason)
+        new = canary.apply(status, decision)
+        if (
+            decision.action in ("hold", "pause")
+            and new.canary is not None
+            and status.canary is not None
+        ):
+            same_step = new.canary.model_copy(update={"reason": status.canary.reason})
+            if same_step == status.canary:
+                return status  # nothing new but the elapsed time: no status write
+        return new
+
+    def _model_conditions(self, status: ModelStatus, generation: int | None) -> list[Condition]:
+        c = status.canary
+        if c is not None and c.phase in ("Progressing", "Paused"):
+            ok, reason, text = True, f"Canary{c.phase}", c.reason
+        elif (
+            c is not None
+            and c.phase in ("RolledBack", "Aborted")
+            and c.version != status.serving_version
+        ):
+            ok, reason, text = False, c.phase, c.reason
+        else:
+            ok, reason, text = True, "Serving", f"v{status.serving_version} serves"
+        return self._ready(status.conditions, ok, reason, text, generation)
+
+    # ---- Experiment -----------------------------------------------------------------------
+
+    async def reconcile_experiment(self, body: dict[str, Any], *, report: bool = False) -> None:
+        fresh = await self._fresh("Experiment", body)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        body = fresh
+        meta = body["metadata"]
+        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        status = read_status(ExperimentStatus, body)
+        try:
+            spec = ExperimentSpec.model_validate(body.get("spec") or {})
+            spec.design(name)
+        except ValidationError as err:
+            message = field_errors("spec", err)
+            await self._invalid("Experiment", body, status, message, phase="Invalid")
+            return
+        graph = await self.kube.get(GRAPHS, ns, spec.graph)
+        phase = {"running": "Running", "stopped": "Stopped", "draft": "Pending"}[spec.state]
+        update: dict[str, Any] = {"phase": phase, "observed_generation": generation}
+        if graph is None:
+            conditions = self._ready(
+                status.conditions,
+                False,
+                "GraphNotFound",
+                f"spec.graph: no InferenceGraph {spec.graph} in {ns}",
+                generation,
+            )
+        else:
+            conditions = self._ready(
+                status.conditions, True, "Routed", f"routed by {spec.graph}", generation
+            )
+            if report:
+                data = await self.observer.reports.report(ns, spec.graph, name)
+                if data is not None:
+                    update.update(
+                        counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+                        decisions={str(k): str(v) for k, v in data.get("decisions", {}).items()},
+                        srm_mismatch=bool(data.get("srm_mismatch", False)),
+                    )
+        new = status.model_copy(update={**update, "conditions": conditions})
+        await self._write_status("Experiment", body, status, new)
+        if graph is not None and not report:
+            await self.reconcile_graph(graph)
+
+
+def _versions_text(versions: dict[str, int]) -> str:
+    return ", ".join(f"{m} v{v}" for m, v in sorted(versions.items())) or "no models"

@@ -1,0 +1,335 @@
+"""The specs of ``Model``, ``InferenceGraph`` and ``Experiment`` (``serving.cascade.dev``).
+
+These pydantic models are the single source of the resources' shape: the operator validates
+every spec with them (a bad one gets a condition naming the field), and
+:mod:`operators.crds.schema` generates the CRDs' ``openAPIV3Schema`` from them, so the API server
+and the operator cannot disagree. Field names are camelCase on the wire, as in every Kubernetes
+API; unknown fields are rejected rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.alias_generators import to_camel
+
+from ab_router.design import SLUG_PATTERN
+from ab_router.design import Experiment as ExperimentDesign
+
+GROUP = "serving.cascade.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: A Kubernetes object name (RFC 1123 label), the form every referenced resource name takes.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+#: A version bump is judged step by step at these traffic percentages unless a policy says
+#: otherwise (the shape Flagger and Argo Rollouts default to).
+DEFAULT_STEPS = (5, 25, 50, 100)
+
+_STEPS_RULES: list[JsonValue] = [
+    {
+        "rule": "self.isSorted() && self.all(x, self.exists_one(y, y == x))",
+        "message": "steps must be strictly increasing",
+    },
+    {"rule": "self[self.size() - 1] == 100", "message": "the last step must be 100"},
+]
+
+
+class Spec(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the Kubernetes API holds it (camelCase, unset optionals left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# -- Model --------------------------------------------------------------------------------------
+
+
+class CanaryPolicy(Spec):
+    """How a new version of a model earns its traffic."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default=list(DEFAULT_STEPS),
+        min_length=1,
+        max_length=10,
+        description="Percent of traffic the new version gets at each step, strictly "
+        "increasing, ending at 100.",
+        json_schema_extra={"x-kubernetes-validations": _STEPS_RULES},
+    )
+    interval_seconds: int = Field(
+        default=300, ge=1, le=86_400, description="How long each step runs before it is judged."
+    )
+    max_p99_ms: float = Field(
+        default=50.0, gt=0, description="Roll back when the new version's p99 latency exceeds this."
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Roll back when the new version's share of failed requests exceeds this.",
+    )
+    min_requests: int = Field(
+        default=100,
+        ge=0,
+        description="Requests the new version must have served in a step before it is judged.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=1800,
+        ge=10,
+        description="Roll back when a step has had too little traffic to judge for this long.",
+    )
+    business_metric: bool = Field(
+        default=True,
+        description="Also consult the experiment analysis: a significantly worse primary "
+        "metric, or a broken traffic split, rolls back.",
+    )
+    paused: bool = Field(
+        default=False, description="Hold the current step; the step timer restarts on resume."
+    )
+    abort: bool = Field(default=False, description="Roll back now and keep the last good version.")
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Self:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"steps: must be strictly increasing, got {self.steps}")
+        if self.steps[-1] != 100:
+            raise ValueError(f"steps: the last step must be 100, got {self.steps[-1]}")
+        return self
+
+
+class ModelSpec(Spec):
+    """One model of the repository and the version that should serve."""
+
+    format: Literal["onnx"] = Field(default="onnx", description="Serialization format.")
+    storage_uri: str = Field(
+        pattern=r"^(pvc|s3|gs|file|https?)://.+",
+        description="Where the model repository lives (pvc://claim/path, s3://bucket/path, ...).",
+    )
+    repository_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        max_length=128,
+        description="The model's directory in the Triton repository; default: the resource "
+        "name with '-' read as '_' (resource names cannot hold underscores).",
+    )
+    version: int = Field(ge=1, description="The version that should serve (a Triton version).")
+    runtime: Literal["triton", "onnxruntime"] = Field(
+        default="triton", description="What executes the model."
+    )
+    quantization: Literal["int8", "none"] = Field(
+        default="int8", description="Weights as built by the model factory."
+    )
+    canary: CanaryPolicy | None = Field(
+        default=None,
+        description="Roll a new version out step by step on evidence; without it a new "
+        "version replaces the old one at once.",
+    )
+
+
+# -- InferenceGraph -----------------------------------------------------------------------------
+
+
+class BuildSource(Spec):
+    """Build the repository in an init container (the quickstart: no storage needed)."""
+
+    dataset: Literal["movielens-100k", "synthetic"] = Field(
+        default="movielens-100k", description="What the model factory trains on."
+    )
+    versions: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Builds to run; each adds a version of every model (2 gives a canary "
+        "something to roll out to).",
+    )
+
+
+class ModelRepository(Spec):
+    """Where the graph's pods get the Triton model repository; exactly one source."""
+
+    pvc: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="A PersistentVolumeClaim holding it."
+    )
+    uri: str | None = Field(
+        default=None,
+        pattern=r"^(s3|gs|https?)://.+",
+        description="An object-store or HTTP location of a repository tarball, fetched by an "
+        "init container.",
+    )
+    build: BuildSource | None = Field(
+        default=None, description="Build it in an init container from a bundled dataset."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("pvc", "uri", "build") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"modelRepository: set exactly one of pvc, uri, build (got {given or 'none'})"
+            )
+        return self
+
+
+class RetrievalStage(Spec):
+    """Two-tower retrieval. Fallback when late or failing: popular items for the demographic."""
+
+    model: str = Field(default="user-tower", pattern=NAME_PATTERN, description="Model resource.")
+    budget_ms: float = Field(default=15.0, gt=0, le=10_000)
+    candidates: int = Field(default=1000, ge=1, le=10_000)
+
+
+class RankingStage(Spec):
+    """Rankers blended by the combiner. Fallbacks: the other ranker, then retrieval order."""
+
+    models: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default=["ranker-dcn", "ranker-mlp"],
+        min_length=1,
+        max_length=8,
+        description="Ranker Model resources.",
+    )
+    combiner: str = Field(default="combiner", pattern=NAME_PATTERN)
+    budget_ms: float = Field(default=25.0, gt=0, le=10_000)
+
+
+class RerankStage(Spec):
+    """Diversity and business rules. Fallback: the ranked order, unchanged."""
+
+    budget_ms: float = Field(default=10.0, gt=0, le=10_000)
+    mmr_lambda: float = Field(default=0.8, ge=0, le=1)
+    deny_items: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class Stages(Spec):
+    retrieval: RetrievalStage = RetrievalStage()
+    ranking: RankingStage = RankingStage()
+    rerank: RerankStage = RerankStage()
+
+
+class ReplicaBounds(Spec):
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) is below minReplicas ({self.min_replicas})"
+            )
+        return self
+
+
+class Autoscaling(Spec):
+    """Replica counts from SLO signals, the bottleneck stage first."""
+
+    enabled: bool = Field(default=True, description="Off: each deployment runs minReplicas.")
+    target_p99_ms: float | None = Field(
+        default=None, gt=0, description="Latency target; default: the graph's deadline."
+    )
+    target_in_flight_per_replica: float = Field(default=8.0, gt=0)
+    target_queue_depth_per_replica: float = Field(
+        default=4.0, gt=0, description="Triton requests waiting per replica."
+    )
+    scale_up_stabilization_seconds: int = Field(default=30, ge=0, le=3600)
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    graph: ReplicaBounds = ReplicaBounds()
+    triton: ReplicaBounds = ReplicaBounds()
+
+
+class Monitoring(Spec):
+    service_monitor: bool = Field(
+        default=True,
+        description="Create a ServiceMonitor where the Prometheus Operator's CRD exists.",
+    )
+
+
+class InferenceGraphSpec(Spec):
+    """The recommender graph: its stages, their models and budgets, and how it scales."""
+
+    model_repository: ModelRepository
+    stages: Stages = Stages()
+    deadline_ms: float = Field(default=50.0, gt=0, le=60_000, description="End-to-end budget.")
+    autoscaling: Autoscaling = Autoscaling()
+    experiment: str | None = Field(
+        default=None,
+        pattern=SLUG_PATTERN,
+        max_length=63,
+        description="The Experiment resource that splits this graph's traffic.",
+    )
+    event_store: str | None = Field(
+        default=None,
+        pattern=r"^redis://.+",
+        description="Exposure log for experiments and canaries (a Redis URL).",
+    )
+    image: str | None = Field(
+        default=None, description="Platform image; default: the operator's own setting."
+    )
+    monitoring: Monitoring = Monitoring()
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every Model resource the graph serves, in stage order."""
+        ranking = self.stages.ranking
+        return [self.stages.retrieval.model, *ranking.models, ranking.combiner]
+
+    @model_validator(mode="after")
+    def _budgets_fit(self) -> Self:
+        s = self.stages
+        if max(s.retrieval.budget_ms, s.ranking.budget_ms, s.rerank.budget_ms) > self.deadline_ms:
+            raise ValueError(f"stages: a stage budget exceeds deadlineMs ({self.deadline_ms:g})")
+        return self
+
+
+# -- Experiment ---------------------------------------------------------------------------------
+
+
+class Variant(Spec):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    weight: float = Field(ge=0, le=100, description="Percent of the experiment's units.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Graph config overrides for this variant."
+    )
+
+
+class Metric(Spec):
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["primary", "secondary", "guardrail"] = "primary"
+    mde_relative: float = Field(default=0.05, gt=0, le=10)
+    direction: Literal["increase_is_bad", "decrease_is_bad"] = "increase_is_bad"
+    margin_relative: float = Field(default=0.05, ge=0, le=1)
+
+
+class ExperimentSpec(Spec):
+    """An A/B test on a graph; the router's design (:mod:`ab_router.design`) as a resource."""
+
+    graph: str = Field(pattern=NAME_PATTERN, description="The InferenceGraph it runs on.")
+    variants: list[Variant] = Field(
+        min_length=2, max_length=16, description="Control first; weights sum to 100."
+    )
+    metrics: list[Metric] = Field(default_factory=list, max_length=32)
+    salt: str | None = Field(default=None, min_length=1, description="Default: the name.")
+    traffic_percent: float = Field(default=100, ge=0, le=100)
+    allow_list: dict[str, str] = Field(
+        default_factory=dict, description="Unit id -> variant (for QA)."
+    )
+    state: Literal["draft", "running", "stopped"] = "running"
+
+    def design(self, name: str) -> ExperimentDesign:
+        """The router's design; raises pydantic's ``ValidationError`` on a cross-field rule."""
+        return ExperimentDesign.model_validate(
+            {
+                "name": name,
+                "salt": self.salt,
+                "variants": [v.model_dump() for v in self.variants],
+                "metrics": [m.model_dump() for m in self.metrics],
+                "traffic_percent": self.traffic_percent,
+                "allow_list": self.allow_list,
+                "status": self.state,
+            }
+        )
