@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from operators.controller import OperatorSettings
@@ -40,12 +41,27 @@ def register(sub: Any) -> None:
     p.add_argument("--tick", type=float, default=OperatorSettings.tick_s, help="seconds")
     p.add_argument("--metrics-port", type=int, default=8080, help="0 disables /metrics")
     p.add_argument("--liveness-port", type=int, default=8081, help="0 disables /healthz")
+    p.add_argument(
+        "--log-format",
+        choices=["full", "plain", "json"],
+        default="full",
+        help="log lines, each prefixed with the object it is about (json: for log shippers)",
+    )
     p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    import kopf
+
     if not args.namespace and not args.all_namespaces:
         args.namespace = ["default"]
+    # kopf's formatter prefixes each line with the object it concerns ("[ns/name] ...").
+    logging.getLogger().handlers.clear()
+    kopf.configure(
+        verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()], log_prefix=True
+    )
     asyncio.run(_operate(args))
     return 0
 
@@ -61,6 +77,7 @@ async def _operate(args: argparse.Namespace) -> None:
     from operators.signals import Observer, Prometheus, Reports
 
     registry = register(kopf.OperatorRegistry(), args.tick)
+    closers: list[Callable[[], Awaitable[None]]] = []  # after kopf stopped every daemon
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -81,23 +98,22 @@ async def _operate(args: argparse.Namespace) -> None:
                 kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message
             ),
         )
-        memo["close"] = [kube.close, session.close]
-
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        for close in memo.get("close", []):
-            await close()
+        closers.extend([kube.close, session.close])
 
     if args.metrics_port:
         start_http_server(args.metrics_port)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
-    await kopf.operator(
-        registry=registry,
-        clusterwide=args.all_namespaces,
-        namespaces=args.namespace,
-        standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering,
-        priority=args.priority,
-        liveness_endpoint=liveness,
-        memo=kopf.Memo(),
-    )
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=args.all_namespaces,
+            namespaces=args.namespace,
+            standalone=args.standalone,
+            peering_name=None if args.standalone else args.peering,
+            priority=args.priority,
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(),
+        )
+    finally:
+        for close in closers:
+            await close()

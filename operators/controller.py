@@ -11,8 +11,10 @@ and nothing is created or changed for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,6 +126,9 @@ class Controller:
         self.clock = clock
         self._events = events
         self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+        # One reconcile per object at a time: handlers, ticks and model changes all reconcile
+        # graphs, and concurrent ones would only fail each other's status writes with 409s.
+        self._locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # ---- shared -------------------------------------------------------------------------
 
@@ -171,8 +176,16 @@ class Controller:
 
     # ---- InferenceGraph -------------------------------------------------------------------
 
+    def _lock(self, kind: str, body: dict[str, Any]) -> asyncio.Lock:
+        meta = body["metadata"]
+        return self._locks[(kind, meta["namespace"], meta["name"])]
+
     async def reconcile_graph(self, body: dict[str, Any], *, rescale: bool = False) -> None:
         """Render and apply the graph's children; with ``rescale``, autoscale first."""
+        async with self._lock("InferenceGraph", body):
+            await self._reconcile_graph(body, rescale)
+
+    async def _reconcile_graph(self, body: dict[str, Any], rescale: bool) -> None:
         fresh = await self._fresh("InferenceGraph", body)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
@@ -394,6 +407,10 @@ class Controller:
 
     async def reconcile_model(self, body: dict[str, Any]) -> None:
         """Start, skip or judge a rollout of the spec's version; refresh the graphs using it."""
+        async with self._lock("Model", body):
+            await self._reconcile_model(body)
+
+    async def _reconcile_model(self, body: dict[str, Any]) -> None:
         fresh = await self._fresh("Model", body)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
@@ -492,6 +509,11 @@ class Controller:
     # ---- Experiment -----------------------------------------------------------------------
 
     async def reconcile_experiment(self, body: dict[str, Any], *, report: bool = False) -> None:
+        """Validate the design, report the analysis in status, refresh the graph's router."""
+        async with self._lock("Experiment", body):
+            await self._reconcile_experiment(body, report)
+
+    async def _reconcile_experiment(self, body: dict[str, Any], report: bool) -> None:
         fresh = await self._fresh("Experiment", body)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return

@@ -75,6 +75,11 @@ def _ticking(
             except KubeError as exc:
                 metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
                 logger.warning("%s tick failed, retrying: %s", kind, exc)
+            except Exception:  # a bug must not stop this object's ticks for good
+                metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
+                if stopped:
+                    return  # shutting down: clients may already be closed
+                logger.exception("%s tick failed unexpectedly, retrying", kind)
             finally:
                 metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
             await stopped.wait(every)
@@ -108,7 +113,14 @@ def register(registry: kopf.OperatorRegistry, tick_s: float) -> kopf.OperatorReg
         changed = _guarded(kind, on_change)
         for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
             decorator(GROUP, VERSION, plural, id="reconcile", registry=registry)(changed)
-        kopf.daemon(GROUP, VERSION, plural, id="tick", cancellation_timeout=5, registry=registry)(
-            _ticking(kind, on_tick, every)
-        )
+        # On deletion or shutdown: let a reconcile in progress finish (up to 10 s), then cancel.
+        kopf.daemon(
+            GROUP,
+            VERSION,
+            plural,
+            id="tick",
+            cancellation_backoff=10,
+            cancellation_timeout=5,
+            registry=registry,
+        )(_ticking(kind, on_tick, every))
     return registry

@@ -99,8 +99,8 @@ def decide(
             raw[name] = current
         else:
             wanted = math.ceil(current * min(p, MAX_STEP_FACTOR) - 1e-9)
-            floor = math.floor(current / MAX_STEP_FACTOR)
-            raw[name] = _clamp(max(wanted, floor, 1 if current > 0 else 0), b)
+            halved = math.ceil(current / MAX_STEP_FACTOR)
+            raw[name] = _clamp(max(wanted, halved, 1 if current > 0 else 0), b)
         if p is not None:
             pressures[name] = p
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import pytest
 import yaml
@@ -42,8 +44,16 @@ FAST_CANARY = {
 class Operator:
     """`cascade operator` as a subprocess; its log goes to a file shown on failure."""
 
-    def __init__(self, cluster: KubeEmulator, feed: MetricsFeed, log: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        cluster: KubeEmulator,
+        feed: MetricsFeed,
+        log: Path,
+        *extra: str,
+        metrics_port: int = 0,
+    ) -> None:
         self.cluster, self.feed, self.log, self.extra = cluster, feed, log, extra
+        self.metrics_port = metrics_port
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -60,7 +70,7 @@ class Operator:
             "--reports-url",
             self.feed.url,
             "--metrics-port",
-            "0",
+            str(self.metrics_port),
             "--liveness-port",
             "0",
             "--image",
@@ -100,7 +110,8 @@ def feed() -> Iterator[MetricsFeed]:
 def operator(
     cluster: KubeEmulator, feed: MetricsFeed, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    op = Operator(cluster, feed, tmp_path_factory.mktemp("operator") / "operator.log")
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = Operator(cluster, feed, log, metrics_port=free_port())
     op.start()
     yield op
     op.stop()
@@ -114,6 +125,12 @@ def _fresh_feed(feed: MetricsFeed) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def create_models(cluster: KubeEmulator, ns: str, canary: dict[str, Any] | None = None) -> None:
@@ -578,3 +595,70 @@ def test_experiments_route_through_the_graph(
     cm = cluster.get("v1", "ConfigMap", "recs-router", ns)
     assert cm is not None
     assert "mmr_lambda: 0.5" in cm["data"]["experiments.yaml"]
+
+
+def test_the_operator_exports_its_own_metrics(operator: Operator) -> None:
+    """Counted since the restart scenario: reconcile timings, canary decisions, scaling."""
+    text = urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    assert samples['cascade_operator_reconcile_duration_seconds_count{kind="InferenceGraph"}'] > 0
+    assert samples['cascade_operator_canary_decisions_total{decision="promote"}'] >= 1
+    assert samples['cascade_operator_invalid_specs_total{kind="InferenceGraph"}'] >= 1
+    assert samples['cascade_operator_scale_events_total{deployment="triton",direction="up"}'] >= 2
+    key = 'cascade_operator_replicas{deployment="graph",graph="recs",namespace="children"}'
+    assert samples[key] == 1
+
+
+def peers(cluster: KubeEmulator) -> dict[str, Any]:
+    peering = cluster.get("kopf.dev/v1", "ClusterKopfPeering", "cascade", None) or {}
+    return dict(peering.get("status") or {})
+
+
+def paused(log: str) -> bool:
+    """kopf starts paused until it has read the peering object, then logs each change."""
+    resumed = log.rfind("Resuming operations")
+    return resumed == -1 or log.rfind("Pausing operations") > resumed
+
+
+def test_peered_operators_do_not_both_act(
+    cluster: KubeEmulator, feed: MetricsFeed, operator: Operator, tmp_path: Path
+) -> None:
+    """Two replicas on one peering object: the lower priority pauses, the higher acts."""
+    operator.stop()  # the standalone operator would act regardless of peering
+    cluster.create(
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "cascade"}}
+    )
+    leader = Operator(
+        cluster, feed, tmp_path / "leader.log", "--peering", "cascade", "--priority", "100"
+    )
+    standby = Operator(
+        cluster, feed, tmp_path / "standby.log", "--peering", "cascade", "--priority", "10"
+    )
+    try:
+        leader.start()
+        standby.start()
+        cluster.wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both peers")
+        assert sorted(p["priority"] for p in peers(cluster).values()) == [10, 100]
+        # kopf's peering is eventual: a replica may act in the second before it sees its
+        # peers, and finishes what it had started when it pauses. After that only the leader
+        # acts.
+        time.sleep(2.0)
+        mark = len(standby.log.read_text(errors="replace"))
+        assert paused(standby.log.read_text(errors="replace")), standby.tail()
+        assert not paused(leader.log.read_text(errors="replace")), leader.tail()
+        ns = "peering"
+        create_models(cluster, ns)
+        create_graph(cluster, ns)
+        wait_ready(cluster, ns, "InferenceGraph", "recs", leader)
+        assert "Pausing" not in leader.log.read_text(errors="replace")
+        after = standby.log.read_text(errors="replace")[mark:]
+        assert f"[{ns}/" not in after, after
+        assert "Resuming operations" not in after, after
+    finally:
+        standby.stop()
+        leader.stop()
+        operator.start()

@@ -122,3 +122,9 @@ def test_history_outside_every_window_is_dropped() -> None:
     d = decide(SPEC, {"graph": graph(2)}, [old], T0)
     assert all(r.replicas != 9 for r in d.history)
     assert len(d.history) == 1
+
+
+def test_one_step_down_is_at_most_a_halving() -> None:
+    spec = SPEC.model_copy(update={"scale_down_stabilization_seconds": 0})
+    assert run([(0, {"triton": triton(3, p99=0.5)})], spec)[-1] == {"triton": 2}
+    assert run([(0, {"graph": graph(5, p99=0.5)})], spec)[-1] == {"graph": 3}

@@ -177,3 +177,26 @@ def test_graph_talks_to_its_triton() -> None:
         "metadata"
     ]["labels"]
     assert selector.items() <= triton_labels.items()
+
+
+def test_the_graph_runtime_reads_the_canary_split() -> None:
+    """The ConfigMaps as the graph pods load them: the canary variant pins the new version."""
+    from inference.graph.experiments import ExperimentRouter
+
+    route = CanaryRoute("ranker-dcn", "ranker_dcn", 4, 25)
+    children = by_kind(render(inputs(canary=route)))
+    base = GraphConfig.model_validate(
+        yaml.safe_load(children[("ConfigMap", "recs-config")]["data"]["graph.yaml"])
+    )
+    catalog = Catalog.model_validate(
+        yaml.safe_load(children[("ConfigMap", "recs-router")]["data"]["experiments.yaml"])
+    )
+    router = ExperimentRouter(catalog, "canary-ranker-dcn", base, None)
+    try:
+        assert router.configs["stable"].model_versions["ranker_dcn"] == 3
+        assert router.configs["canary"].model_versions["ranker_dcn"] == 4
+        variants = [router.route(f"user-{i}").variant for i in range(4000)]
+    finally:
+        router.close()
+    share = variants.count("canary") / len(variants)
+    assert 0.22 < share < 0.28  # 25 % of users, by the router's hash
