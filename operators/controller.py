@@ -29,6 +29,7 @@ from operators.crds.specs import (
     ExperimentSpec,
     InferenceGraphSpec,
     ModelSpec,
+    field_errors,
 )
 from operators.crds.status import (
     Condition,
@@ -36,6 +37,7 @@ from operators.crds.status import (
     GraphStatus,
     ModelStatus,
     parse_timestamp,
+    read_status,
     set_condition,
 )
 from operators.k8s.client import KINDS, Kube, resource
@@ -44,12 +46,12 @@ from operators.reconcile.children import (
     GRAPH_HTTP,
     GRAPH_LABEL,
     MANAGER,
-    CanaryRoute,
     GraphInputs,
     child_name,
     fingerprint,
     render,
 )
+from operators.reconcile.versions import serving_plan
 from operators.signals import Observer
 
 log = logging.getLogger("cascade.operator")
@@ -70,6 +72,9 @@ OWNED = [
 #: Re-apply unchanged children at least this often (seconds), to undo manual edits.
 RESYNC_S = 60.0
 
+#: How long a discovery answer (is the ServiceMonitor CRD installed?) is trusted, seconds.
+DISCOVERY_TTL_S = 5.0
+
 S = TypeVar("S", bound=BaseModel)
 
 #: Emits a Kubernetes event on an object: (body, type, reason, message).
@@ -87,31 +92,6 @@ class OperatorSettings:
     tick_s: float = 10.0
 
 
-def field_errors(prefix: str, err: ValidationError) -> str:
-    """``spec.stages.ranking.budgetMs: Input should be greater than 0; ...``."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in (prefix, *e["loc"]))
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
-def read_status(model: type[S], body: dict[str, Any]) -> S:
-    """Status as last written; keys this version does not know are ignored."""
-    raw = dict(body.get("status") or {})
-    known = {f.alias or name for name, f in model.model_fields.items()}
-    try:
-        return model.model_validate({k: v for k, v in raw.items() if k in known})
-    except ValidationError:
-        log.warning("unreadable status on %s, starting afresh", body["metadata"].get("name"))
-        return model()
-
-
-def repository_name(name: str, spec: ModelSpec) -> str:
-    return spec.repository_name or name.replace("-", "_")
-
-
 class Controller:
     def __init__(
         self,
@@ -126,6 +106,7 @@ class Controller:
         self.clock = clock
         self._events = events
         self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._monitors: tuple[bool, float] | None = None
         # One reconcile per object at a time: handlers, ticks and model changes all reconcile
         # graphs, and concurrent ones would only fail each other's status writes with 409s.
         self._locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -192,7 +173,7 @@ class Controller:
         body = fresh
         meta = body["metadata"]
         ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        status = read_status(GraphStatus, body)
+        status = read_status(GraphStatus, body.get("status"))
         try:
             spec = InferenceGraphSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
@@ -200,9 +181,12 @@ class Controller:
             return
 
         models = {m["metadata"]["name"]: m for m in await self.kube.list(MODELS, ns)}
-        problem, versions, route = self._model_plan(spec, models)
-        if problem is not None:
-            conditions = self._ready(status.conditions, False, "ModelNotReady", problem, generation)
+        plan = serving_plan(spec, models)
+        versions, route = plan.versions, plan.canary
+        if plan.problem is not None:
+            conditions = self._ready(
+                status.conditions, False, "ModelNotReady", plan.problem, generation
+            )
             new = status.model_copy(
                 update={"conditions": conditions, "observed_generation": generation}
             )
@@ -224,7 +208,7 @@ class Controller:
             canary=route,
             experiments=tuple(experiments),
             replicas=replicas,
-            service_monitor=await self.kube.serves("monitoring.coreos.com/v1", "servicemonitors"),
+            service_monitor=await self._serves_service_monitors(),
         )
         children = render(inputs)
         for child in children:
@@ -270,6 +254,14 @@ class Controller:
         await self.kube.apply(obj)
         self._applied[key] = (digest, now)
 
+    async def _serves_service_monitors(self) -> bool:
+        """Whether the Prometheus Operator's CRD is installed (discovery, cached briefly)."""
+        now = time.monotonic()
+        if self._monitors is None or now - self._monitors[1] > DISCOVERY_TTL_S:
+            found = await self.kube.serves("monitoring.coreos.com/v1", "servicemonitors")
+            self._monitors = (found, now)
+        return self._monitors[0]
+
     async def _live_replicas(self, ns: str, graph: str) -> dict[str, int]:
         """What the Deployments run now: the autoscaler's starting point, kept on re-render."""
         out = {}
@@ -280,29 +272,6 @@ class Controller:
             if live is not None and live.get("spec", {}).get("replicas") is not None:
                 out[role] = int(live["spec"]["replicas"])
         return out
-
-    def _model_plan(
-        self, spec: InferenceGraphSpec, models: dict[str, dict[str, Any]]
-    ) -> tuple[str | None, dict[str, int], CanaryRoute | None]:
-        """Stable versions per Triton model and the canary to route, or what is missing."""
-        missing = [n for n in spec.model_names if n not in models]
-        if missing:
-            return f"Model resources not found: {', '.join(missing)}", {}, None
-        versions: dict[str, int] = {}
-        route: CanaryRoute | None = None
-        for name in spec.model_names:
-            body = models[name]
-            try:
-                mspec = ModelSpec.model_validate(body.get("spec") or {})
-            except ValidationError:
-                return f"Model {name} has an invalid spec (see its conditions)", {}, None
-            mstatus = read_status(ModelStatus, body)
-            repo = repository_name(name, mspec)
-            versions[repo] = mstatus.serving_version or mspec.version
-            flight = canary.in_flight(mstatus)
-            if flight is not None and route is None:
-                route = CanaryRoute(name, repo, flight.version, flight.weight)
-        return None, versions, route
 
     async def _experiments_for(self, ns: str, graph: str) -> list[ExperimentDesign]:
         designs = []
@@ -337,6 +306,8 @@ class Controller:
                 "ranking": s.ranking.budget_ms,
                 "rerank": s.rerank.budget_ms,
             },
+            target_p99_ms=scaling.target_p99_ms or spec.deadline_ms,
+            fallback_target=scaling.target_fallback_rate,
             in_flight_target=scaling.target_in_flight_per_replica,
             queue_target=scaling.target_queue_depth_per_replica,
         )
@@ -371,7 +342,7 @@ class Controller:
         selector = f"{GRAPH_LABEL}={graph},app.kubernetes.io/managed-by={MANAGER}"
         for api_version, kind in OWNED:
             res = KINDS[(api_version, kind)]
-            if kind == "ServiceMonitor" and not await self.kube.serves(api_version, res.plural):
+            if kind == "ServiceMonitor" and not await self._serves_service_monitors():
                 continue
             for obj in await self.kube.list(res, ns, label_selector=selector):
                 if (api_version, kind, obj["metadata"]["name"]) not in keep:
@@ -417,7 +388,7 @@ class Controller:
         body = fresh
         meta = body["metadata"]
         ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        status = read_status(ModelStatus, body)
+        status = read_status(ModelStatus, body.get("status"))
         try:
             spec = ModelSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
@@ -493,18 +464,8 @@ class Controller:
         return new
 
     def _model_conditions(self, status: ModelStatus, generation: int | None) -> list[Condition]:
-        c = status.canary
-        if c is not None and c.phase in ("Progressing", "Paused"):
-            ok, reason, text = True, f"Canary{c.phase}", c.reason
-        elif (
-            c is not None
-            and c.phase in ("RolledBack", "Aborted")
-            and c.version != status.serving_version
-        ):
-            ok, reason, text = False, c.phase, c.reason
-        else:
-            ok, reason, text = True, "Serving", f"v{status.serving_version} serves"
-        return self._ready(status.conditions, ok, reason, text, generation)
+        ok, reason, message = canary.readiness(status)
+        return self._ready(status.conditions, ok, reason, message, generation)
 
     # ---- Experiment -----------------------------------------------------------------------
 
@@ -520,7 +481,7 @@ class Controller:
         body = fresh
         meta = body["metadata"]
         ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        status = read_status(ExperimentStatus, body)
+        status = read_status(ExperimentStatus, body.get("status"))
         try:
             spec = ExperimentSpec.model_validate(body.get("spec") or {})
             spec.design(name)

@@ -113,13 +113,15 @@ def register(registry: kopf.OperatorRegistry, tick_s: float) -> kopf.OperatorReg
         changed = _guarded(kind, on_change)
         for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
             decorator(GROUP, VERSION, plural, id="reconcile", registry=registry)(changed)
-        # On deletion or shutdown: let a reconcile in progress finish (up to 10 s), then cancel.
+        # On deletion or shutdown: a sleeping daemon exits at once; one mid-reconcile gets a
+        # second to finish before it is cancelled. (kopf re-checks after the backoff before it
+        # releases the object's finalizer, so a long backoff would hold up every deletion.)
         kopf.daemon(
             GROUP,
             VERSION,
             plural,
             id="tick",
-            cancellation_backoff=10,
+            cancellation_backoff=1,
             cancellation_timeout=5,
             registry=registry,
         )(_ticking(kind, on_tick, every))

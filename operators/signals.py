@@ -45,12 +45,14 @@ def canary_queries(namespace: str, graph: str, window_s: int) -> dict[str, str]:
     }
 
 
-#: Which deployment runs each stage: Triton does the ranking compute, the graph the rest.
+#: Which deployment runs each stage: Triton does the ranking compute (rankers and combiner),
+#: the graph the rest (retrieval's item search is most of its time).
 STAGE_DEPLOYMENT = {
     "features": "graph",
     "retrieval": "graph",
     "rerank": "graph",
     "ranking": "triton",
+    "combiner": "triton",
 }
 
 
@@ -62,6 +64,14 @@ def scaling_queries(namespace: str, graph: str, window_s: int = 60) -> dict[str,
         "stage_p99_ms": (
             "1000 * histogram_quantile(0.99, sum by (le, stage) "
             f"(rate(cascade_stage_duration_seconds_bucket{g}{w})))"
+        ),
+        "p99_ms": (
+            "1000 * histogram_quantile(0.99, sum by (le) "
+            f"(rate(cascade_request_duration_seconds_bucket{g}{w})))"
+        ),
+        "fallback_rate": (
+            f"sum by (stage) (rate(cascade_fallbacks_total{g}{w}))"
+            f" / scalar(sum(rate(cascade_requests_total{g}{w})))"
         ),
         "in_flight": f"sum(cascade_in_flight_requests{g})",
         # Triton's own gauge of requests waiting in its scheduler queues.
@@ -183,6 +193,8 @@ class Observer:
         graph: str,
         replicas: dict[str, int],
         budgets: dict[str, float],
+        target_p99_ms: float,
+        fallback_target: float,
         in_flight_target: float,
         queue_target: float,
     ) -> dict[str, Signals] | None:
@@ -191,6 +203,10 @@ class Observer:
             return None
         q = scaling_queries(namespace, graph)
         stage = {m.get("stage", ""): v for m, v in await self.prometheus.vector(q["stage_p99_ms"])}
+        fallbacks = {
+            m.get("stage", ""): v for m, v in await self.prometheus.vector(q["fallback_rate"])
+        }
+        p99 = await self.prometheus.scalar(q["p99_ms"])
         in_flight = await self.prometheus.scalar(q["in_flight"])
         queue = await self.prometheus.scalar(q["queue"])
 
@@ -201,16 +217,26 @@ class Observer:
                 if where == deployment and name in budgets
             ]
 
+        def degraded(deployment: str) -> list[tuple[float | None, float]]:
+            return [
+                (rate, fallback_target)
+                for name, rate in fallbacks.items()
+                if STAGE_DEPLOYMENT.get(name) == deployment
+            ]
+
         return {
             "graph": Signals(
                 replicas=replicas.get("graph", 1),
-                latency=latency("graph"),
+                # The end-to-end p99 is the graph's to answer for: it holds the deadline.
+                latency=[*latency("graph"), (p99, target_p99_ms)],
+                fallbacks=degraded("graph"),
                 in_flight=in_flight,
                 in_flight_target=in_flight_target,
             ),
             "triton": Signals(
                 replicas=replicas.get("triton", 1),
                 latency=latency("triton"),
+                fallbacks=degraded("triton"),
                 queue=queue,
                 queue_target=queue_target,
             ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from ab_router.design import SLUG_PATTERN
@@ -35,6 +35,16 @@ _STEPS_RULES: list[JsonValue] = [
     },
     {"rule": "self[self.size() - 1] == 100", "message": "the last step must be 100"},
 ]
+
+
+def field_errors(prefix: str, err: ValidationError) -> str:
+    """``spec.stages.ranking.budgetMs: Input should be greater than 0; ...``: each problem
+    names its field by the wire (camelCase) path, for a status condition a user can act on."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]))
+        parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 class Spec(BaseModel):
@@ -230,11 +240,18 @@ class Autoscaling(Spec):
 
     enabled: bool = Field(default=True, description="Off: each deployment runs minReplicas.")
     target_p99_ms: float | None = Field(
-        default=None, gt=0, description="Latency target; default: the graph's deadline."
+        default=None, gt=0, description="End-to-end p99 target; default: the graph's deadline."
     )
     target_in_flight_per_replica: float = Field(default=8.0, gt=0)
     target_queue_depth_per_replica: float = Field(
         default=4.0, gt=0, description="Triton requests waiting per replica."
+    )
+    target_fallback_rate: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="Share of requests a stage may answer with its fallback. Under load the "
+        "stages degrade instead of queueing, so latency alone would not show the shortage.",
     )
     scale_up_stabilization_seconds: int = Field(default=30, ge=0, le=3600)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)

@@ -7,12 +7,28 @@ needs is in these models and nothing lives only in the process.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 
 from operators.crds.specs import Spec
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def read_status(model: type[S], raw: Any) -> S:
+    """Status as last written; keys this version does not know are ignored, and an unreadable
+    status (hand-edited, or from an incompatible version) starts afresh rather than wedging the
+    reconcile."""
+    data = dict(raw or {})
+    known = {f.alias or name for name, f in model.model_fields.items()}
+    try:
+        return model.model_validate({k: v for k, v in data.items() if k in known})
+    except ValidationError as err:
+        logging.getLogger("cascade.operator").warning("unreadable status, starting afresh: %s", err)
+        return model()
 
 
 def timestamp(now: datetime) -> str:

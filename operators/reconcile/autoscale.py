@@ -1,8 +1,10 @@
 """Replica counts for a graph's deployments from SLO signals.
 
 Each deployment's *pressure* is the worst of its signals against their targets: the p99 of the
-stages it runs against their budgets, in-flight requests per replica, queue depth per replica.
-A pressure of 1.5 asks for 1.5x the replicas, as the HPA's ratio rule does.
+stages it runs against their budgets, the share of requests its stages answered with a fallback
+(under load the graph degrades instead of queueing, so p99 stays near the budget while quality
+drops), in-flight requests per replica, queue depth per replica. A pressure of 1.5 asks for
+1.5x the replicas, as the HPA's ratio rule does.
 
 Two things keep it calm:
 
@@ -45,13 +47,15 @@ class Signals:
 
     replicas: int
     latency: Sequence[tuple[float | None, float]] = ()  # (p99 ms, budget ms) per stage
+    fallbacks: Sequence[tuple[float | None, float]] = ()  # (fallback rate, target) per stage
     in_flight: float | None = None  # summed over replicas
     in_flight_target: float = 8.0  # per replica
     queue: float | None = None  # summed over replicas
     queue_target: float = 4.0  # per replica
 
     def pressure(self) -> float | None:
-        ratios = [v / t for v, t in self.latency if v is not None and not math.isnan(v)]
+        pairs = [*self.latency, *self.fallbacks]
+        ratios = [v / t for v, t in pairs if v is not None and not math.isnan(v)]
         per = max(self.replicas, 1)
         if self.in_flight is not None:
             ratios.append(self.in_flight / (self.in_flight_target * per))

@@ -167,6 +167,24 @@ def apply(status: ModelStatus, decision: Decision) -> ModelStatus:
     return new
 
 
+def readiness(status: ModelStatus) -> tuple[bool, str, str]:
+    """(ready, reason, message) for the Model's ``Ready`` condition.
+
+    A rollout in flight is ready (the last good version serves); a rolled-back version that the
+    spec still asks for is not, so ``kubectl get models`` shows the rollback until someone acts.
+    """
+    c = status.canary
+    if c is not None and c.phase in ("Progressing", "Paused"):
+        return True, f"Canary{c.phase}", c.reason
+    if (
+        c is not None
+        and c.phase in ("RolledBack", "Aborted")
+        and c.version != status.serving_version
+    ):
+        return False, c.phase, c.reason
+    return True, "Serving", f"v{status.serving_version} serves"
+
+
 def in_flight(status: ModelStatus) -> CanaryStatus | None:
     """The rollout that splits traffic now, if any."""
     c = status.canary

@@ -20,6 +20,7 @@ class MetricsFeed:
     def __init__(self) -> None:
         self.values: dict[str, float | None] = {}
         self.stage_p99_ms: dict[str, float] = {}
+        self.fallback_rates: dict[str, float] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self.queries: list[str] = []
         self._lock = threading.Lock()
@@ -77,6 +78,10 @@ class MetricsFeed:
         with self._lock:
             self.stage_p99_ms = dict(p99_ms)
 
+    def set_fallbacks(self, **rates: float) -> None:
+        with self._lock:
+            self.fallback_rates = dict(rates)
+
     def set_report(self, experiment: str, report: dict[str, Any] | None) -> None:
         with self._lock:
             if report is None:
@@ -87,12 +92,15 @@ class MetricsFeed:
     def answer(self, query: str) -> dict[str, Any]:
         with self._lock:
             self.queries.append(query)
-            if "cascade_stage_duration_seconds_bucket" in query:
-                result = [
-                    {"metric": {"stage": stage}, "value": [0, str(v)]}
-                    for stage, v in self.stage_p99_ms.items()
-                ]
-                return _vector(result)
+            by_stage = {
+                "cascade_stage_duration_seconds_bucket": self.stage_p99_ms,
+                "cascade_fallbacks_total": self.fallback_rates,
+            }
+            for metric, values in by_stage.items():
+                if metric in query:
+                    return _vector(
+                        [{"metric": {"stage": k}, "value": [0, str(v)]} for k, v in values.items()]
+                    )
             key = _series(query)
             value = self.values.get(key) if key else None
         if value is None:
@@ -106,7 +114,7 @@ def _series(query: str) -> str | None:
     if 'code=~"5.."' in query:
         return "error_rate"
     if "cascade_request_duration_seconds_bucket" in query:
-        return "p99_ms"
+        return "p99_ms" if 'variant="canary"' in query else "graph_p99_ms"
     if "cascade_in_flight_requests" in query:
         return "in_flight"
     if "nv_inference_pending_request_count" in query:

@@ -128,3 +128,12 @@ def test_one_step_down_is_at_most_a_halving() -> None:
     spec = SPEC.model_copy(update={"scale_down_stabilization_seconds": 0})
     assert run([(0, {"triton": triton(3, p99=0.5)})], spec)[-1] == {"triton": 2}
     assert run([(0, {"graph": graph(5, p99=0.5)})], spec)[-1] == {"graph": 3}
+
+
+def test_fallbacks_scale_even_when_latency_holds_its_budget() -> None:
+    """Degrading stages keep p99 at the budget; their fallback rate shows the shortage."""
+    degraded = Signals(replicas=1, latency=[(24.0, 25.0)], fallbacks=[(0.3, 0.01)])
+    assert degraded.pressure() == 30.0
+    assert decide(SPEC, {"triton": degraded}, [], T0).replicas == {"triton": 2}
+    healthy = Signals(replicas=2, latency=[(24.0, 25.0)], fallbacks=[(0.0, 0.01)])
+    assert decide(SPEC, {"triton": healthy}, [], T0).replicas == {"triton": 2}

@@ -230,3 +230,15 @@ def test_canary_status_rejects_out_of_range_weight() -> None:
             started_at="x",
             step_started_at="x",
         )
+
+
+def test_readiness_shows_a_rollback_until_the_spec_moves_on() -> None:
+    from operators.reconcile.canary import readiness
+
+    status = started()
+    assert readiness(status)[:2] == (True, "CanaryProgressing")
+    bad = CanaryMetrics(requests=500, error_rate=0.5, p99_ms=20.0)
+    rolled = apply(status, decide(POLICY, status.canary, bad, at(5)))  # type: ignore[arg-type]
+    assert readiness(rolled)[:2] == (False, "RolledBack")
+    promoted_later = plan(5, None, rolled, at(10))
+    assert readiness(promoted_later) == (True, "Serving", "v5 serves")

@@ -10,9 +10,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from operators.controller import field_errors
 from operators.crds.schema import KINDS, crd, crd_manifests
-from operators.crds.specs import API_VERSION, ExperimentSpec, InferenceGraphSpec, ModelSpec
+from operators.crds.specs import (
+    API_VERSION,
+    ExperimentSpec,
+    InferenceGraphSpec,
+    ModelSpec,
+    field_errors,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART_CRDS = ROOT / "charts" / "cascade" / "crds"
