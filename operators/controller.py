@@ -32,6 +32,7 @@ from operators.crds.specs import (
     field_errors,
 )
 from operators.crds.status import (
+    CanaryStatus,
     Condition,
     ExperimentStatus,
     GraphStatus,
@@ -151,9 +152,16 @@ class Controller:
             now=self.clock(),
         )
 
-    async def _fresh(self, res_kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def _load(
+        self, kind: str, body: dict[str, Any], status_model: type[S]
+    ) -> tuple[dict[str, Any], S] | None:
+        """The object as the API has it now (kopf's copy may be a few events old) and its
+        status; ``None`` once it is gone or going."""
         meta = body["metadata"]
-        return await self.kube.get(resource(API_VERSION, res_kind), meta["namespace"], meta["name"])
+        fresh = await self.kube.get(resource(API_VERSION, kind), meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return None
+        return fresh, read_status(status_model, fresh.get("status"))
 
     # ---- InferenceGraph -------------------------------------------------------------------
 
@@ -167,13 +175,11 @@ class Controller:
             await self._reconcile_graph(body, rescale)
 
     async def _reconcile_graph(self, body: dict[str, Any], rescale: bool) -> None:
-        fresh = await self._fresh("InferenceGraph", body)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        loaded = await self._load("InferenceGraph", body, GraphStatus)
+        if loaded is None:
             return
-        body = fresh
-        meta = body["metadata"]
-        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        status = read_status(GraphStatus, body.get("status"))
+        body, status = loaded
+        ns, name, generation = _identity(body)
         try:
             spec = InferenceGraphSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
@@ -201,7 +207,7 @@ class Controller:
         inputs = GraphInputs(
             name=name,
             namespace=ns,
-            uid=meta["uid"],
+            uid=body["metadata"]["uid"],
             spec=spec,
             image=spec.image or self.settings.image,
             model_versions=versions,
@@ -382,13 +388,11 @@ class Controller:
             await self._reconcile_model(body)
 
     async def _reconcile_model(self, body: dict[str, Any]) -> None:
-        fresh = await self._fresh("Model", body)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        loaded = await self._load("Model", body, ModelStatus)
+        if loaded is None:
             return
-        body = fresh
-        meta = body["metadata"]
-        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        status = read_status(ModelStatus, body.get("status"))
+        body, status = loaded
+        ns, name, generation = _identity(body)
         try:
             spec = ModelSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
@@ -415,10 +419,9 @@ class Controller:
                 await self.reconcile_graph(graph)
 
     async def _judge(
-        self, body: dict[str, Any], spec: ModelSpec, status: ModelStatus, flight: Any
+        self, body: dict[str, Any], spec: ModelSpec, status: ModelStatus, flight: CanaryStatus
     ) -> ModelStatus:
-        meta = body["metadata"]
-        ns, name = meta["namespace"], meta["name"]
+        ns, name, _ = _identity(body)
         now = self.clock()
         if spec.canary is None:  # the policy was removed mid-rollout: replace at once
             decision = canary.Decision(
@@ -475,13 +478,11 @@ class Controller:
             await self._reconcile_experiment(body, report)
 
     async def _reconcile_experiment(self, body: dict[str, Any], report: bool) -> None:
-        fresh = await self._fresh("Experiment", body)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        loaded = await self._load("Experiment", body, ExperimentStatus)
+        if loaded is None:
             return
-        body = fresh
-        meta = body["metadata"]
-        ns, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        status = read_status(ExperimentStatus, body.get("status"))
+        body, status = loaded
+        ns, name, generation = _identity(body)
         try:
             spec = ExperimentSpec.model_validate(body.get("spec") or {})
             spec.design(name)
@@ -516,6 +517,11 @@ class Controller:
         await self._write_status("Experiment", body, status, new)
         if graph is not None and not report:
             await self.reconcile_graph(graph)
+
+
+def _identity(body: dict[str, Any]) -> tuple[str, str, int | None]:
+    meta = body["metadata"]
+    return meta["namespace"], meta["name"], meta.get("generation")
 
 
 def _versions_text(versions: dict[str, int]) -> str:

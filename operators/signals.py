@@ -124,18 +124,11 @@ class Reports:
     async def decision(
         self, namespace: str, graph: str, experiment: str, variant: str
     ) -> tuple[str, str] | None:
-        url = f"{self.url(namespace, graph)}/v1/experiments/{experiment}"
-        try:
-            async with self._session.get(url) as response:
-                if response.status != 200:
-                    return None
-                report: dict[str, Any] = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("experiment report unavailable (%r): %s", exc, url)
-            return None
-        return summarize(report, variant)
+        report = await self.report(namespace, graph, experiment)
+        return None if report is None else summarize(report, variant)
 
     async def report(self, namespace: str, graph: str, experiment: str) -> dict[str, Any] | None:
+        """The analysis as JSON; ``None`` when the graph cannot answer (not observed)."""
         url = f"{self.url(namespace, graph)}/v1/experiments/{experiment}"
         try:
             async with self._session.get(url) as response:
@@ -143,7 +136,8 @@ class Reports:
                     return None
                 data: dict[str, Any] = await response.json(content_type=None)
                 return data
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("experiment report unavailable (%r): %s", exc, url)
             return None
 
 
