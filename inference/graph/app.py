@@ -37,7 +37,7 @@ from inference.errors import BadRequest, InferenceError, ModelNotFound, Unavaila
 from inference.graph.admission import Admission
 from inference.graph.components import Components, load_components, resolve_versions
 from inference.graph.config import GraphConfig
-from inference.graph.experiments import ExperimentRouter, read_catalog, report
+from inference.graph.experiments import CatalogWatcher, ExperimentRouter, read_catalog, report
 from inference.graph.recommender import Recommender, annotate
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import RankJob, RankResult
@@ -228,7 +228,20 @@ class GraphIngress:
                 self.experiments, settings.experiment, self.config, self.store
             )
             self.variants = {v: self._recommender(c) for v, c in self.router.configs.items()}
+            assert settings.experiments is not None
+            self._watcher = CatalogWatcher(settings.experiments, self._reload_experiments)
         metrics.record_versions(self.components.versions)
+
+    def _reload_experiments(self, catalog: ExperimentCatalog) -> None:
+        """New weights of the served experiment (a canary step) take effect in place."""
+        assert self.router is not None
+        refused = self.router.update(catalog)
+        if refused is not None:
+            log.warning("experiments file changed; not applied: %s", refused)
+            return
+        self.experiments = catalog
+        weights = {v.name: v.weight for v in self.router.experiment.variants}
+        log.info("experiment %s now splits %s", self.router.experiment.name, weights)
 
     def _recommender(self, config: GraphConfig) -> Recommender:
         versions = (

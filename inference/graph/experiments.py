@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from ab_router.assignment import assign
 from ab_router.design import Catalog as ExperimentCatalog
-from ab_router.design import load_catalog
+from ab_router.design import Experiment, load_catalog
 from ab_router.errors import ExperimentError
 from ab_router.events import EventStore, Exposure
 from inference import metrics
@@ -65,13 +65,14 @@ class ExperimentRouter:
         queue_size: int = 10_000,
     ) -> None:
         try:
-            self.experiment = catalog.experiment(experiment)
+            design = catalog.experiment(experiment)
         except ExperimentError as exc:
             raise InferenceError(f"experiment: {exc}") from exc
-        self.catalog = catalog
+        # Read as one pair so a request never mixes an old catalog with a new design.
+        self._design = (catalog, design)
         self.base = base
         self.configs: dict[str, GraphConfig] = {}
-        for variant in self.experiment.variants:
+        for variant in design.variants:
             try:
                 self.configs[variant.name] = base.with_overrides(variant.config)
             except ValidationError as exc:
@@ -81,10 +82,39 @@ class ExperimentRouter:
         self._clock = clock
         self._writer = ExposureWriter(store, queue_size) if store is not None else None
 
+    @property
+    def catalog(self) -> ExperimentCatalog:
+        return self._design[0]
+
+    @property
+    def experiment(self) -> Experiment:
+        return self._design[1]
+
+    def update(self, catalog: ExperimentCatalog) -> str | None:
+        """Take new weights (or allow-list, traffic share) of the served experiment in place.
+
+        This is how a canary's traffic steps reach a running graph without a restart. Returns
+        why an update was refused, or ``None``: variant configs cannot change in place (their
+        recommenders were built at start), so such a change keeps the old design until the
+        pods restart, which the operator does for it.
+        """
+        name = self.experiment.name
+        try:
+            design = catalog.experiment(name)
+        except ExperimentError:
+            return f"experiment {name!r} is no longer in the catalog"
+        if {v.name: v.config for v in design.variants} != {
+            v.name: v.config for v in self.experiment.variants
+        }:
+            return f"experiment {name!r}: variant configs changed (a restart applies them)"
+        self._design = (catalog, design)
+        return None
+
     def route(self, user_id: str) -> Route:
-        assignment = assign(self.catalog, user_id, self.experiment.name)
+        catalog, design = self._design
+        assignment = assign(catalog, user_id, design.name)
         reported = {
-            "experiment": self.experiment.name,
+            "experiment": design.name,
             "variant": assignment.variant or "",
             "reason": assignment.reason,
         }
@@ -110,6 +140,47 @@ class ExperimentRouter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+class CatalogWatcher:
+    """Re-reads an experiments file when its content changes and hands the catalog on.
+
+    A mounted ConfigMap changes under a running pod (the kubelet swaps the files in place), so
+    polling the content, a few hundred bytes, is simpler and more reliable than file events.
+    An unreadable or invalid file is logged and skipped: the running design stays.
+    """
+
+    def __init__(
+        self, path: Path, on_change: Callable[[ExperimentCatalog], None], interval_s: float = 5.0
+    ) -> None:
+        self.path, self.on_change, self.interval_s = Path(path), on_change, interval_s
+        self._seen = self._read()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="catalog-watcher", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            content = self._read()
+            if content is None or content == self._seen:
+                continue
+            self._seen = content
+            try:
+                catalog = read_catalog(self.path)
+            except InferenceError as exc:
+                log.warning("experiments file changed but is not usable, keeping the old: %s", exc)
+                continue
+            self.on_change(catalog)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 class ExposureWriter:

@@ -7,8 +7,10 @@ owner references make the garbage collector delete the children with the graph.
 
 The graph's pods read two ConfigMaps: ``<g>-config`` (budgets, re-rank settings, pinned model
 versions: the ``cascade serve --config`` file) and ``<g>-router`` (the ab_router catalog with
-the canary's weights and the graph's experiments). A hash of both sits on the pod template, so
-a weight change rolls the pods onto the new split.
+the canary's weights and the graph's experiments). The pods re-read the router file when it
+changes, so a canary step moves traffic without a restart; a hash of what they read only at
+start (the config, the served experiment and its variants' configs) sits on the pod template,
+so changing those rolls the pods.
 """
 
 from __future__ import annotations
@@ -172,8 +174,9 @@ def served_experiment(inputs: GraphInputs) -> str | None:
 def render(inputs: GraphInputs) -> list[dict[str, Any]]:
     """Every child of the graph, in apply order (config before the pods that read it)."""
     config_text = yaml.safe_dump(graph_config(inputs), sort_keys=True)
-    router_text = yaml.safe_dump(router_catalog(inputs), sort_keys=False)
-    digest = hashlib.sha256((config_text + router_text).encode()).hexdigest()[:16]
+    catalog = router_catalog(inputs)
+    router_text = yaml.safe_dump(catalog, sort_keys=False)
+    digest = _restart_digest(config_text, catalog, served_experiment(inputs))
     children = [
         _config_map(inputs, "config", {"graph.yaml": config_text}),
         _config_map(inputs, "router", {"experiments.yaml": router_text}),
@@ -190,6 +193,21 @@ def render(inputs: GraphInputs) -> list[dict[str, Any]]:
     if inputs.service_monitor and inputs.spec.monitoring.service_monitor:
         children.append(_service_monitor(inputs))
     return children
+
+
+def _restart_digest(config_text: str, catalog: dict[str, Any], served: str | None) -> str:
+    """What the graph pods only read at start: the config, which experiment they serve and its
+    variants' configs. Weights are left out: the pods re-read the router file in place (a
+    canary step must not restart the graph)."""
+    variants = [
+        {"name": v["name"], "config": v.get("config", {})}
+        for layer in catalog["layers"]
+        for exp in layer["experiments"]
+        if exp["name"] == served
+        for v in exp["variants"]
+    ]
+    text = json.dumps([config_text, served, variants], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def owner_reference(inputs: GraphInputs) -> dict[str, Any]:

@@ -95,16 +95,16 @@ def test_canary_becomes_a_router_experiment_with_its_weight() -> None:
     assert command[command.index("--experiment") + 1] == "canary-ranker-dcn"
 
 
-def test_a_weight_change_rolls_the_graph_pods_and_nothing_else() -> None:
-    def pods(weight: int) -> tuple[str, dict[str, Any]]:
-        c = by_kind(render(inputs(canary=CanaryRoute("ranker-dcn", "ranker_dcn", 4, weight))))
-        graph = c[("Deployment", "recs-graph")]["spec"]["template"]["metadata"]["annotations"]
-        return graph[CONFIG_HASH], c[("Deployment", "recs-triton")]
+def test_a_weight_change_restarts_nothing_but_a_new_variant_does() -> None:
+    def pod_hash(route: CanaryRoute | None) -> str:
+        c = by_kind(render(inputs(canary=route)))
+        annotations = c[("Deployment", "recs-graph")]["spec"]["template"]["metadata"]
+        return str(annotations["annotations"][CONFIG_HASH])
 
-    hash5, triton5 = pods(5)
-    hash25, triton25 = pods(25)
-    assert hash5 != hash25
-    assert triton5 == triton25
+    at5 = pod_hash(CanaryRoute("ranker-dcn", "ranker_dcn", 4, 5))
+    assert pod_hash(CanaryRoute("ranker-dcn", "ranker_dcn", 4, 25)) == at5  # re-read in place
+    assert pod_hash(CanaryRoute("ranker-dcn", "ranker_dcn", 5, 25)) != at5  # new variant config
+    assert pod_hash(None) != at5  # no experiment served: a different command line
 
 
 def test_the_spec_experiment_is_served_when_no_canary() -> None:

@@ -355,3 +355,67 @@ def test_fault_config_rejects_unknown_stages_and_negative_delays() -> None:
     with pytest.raises(ValidationError, match="delays must be >= 0"):
         FaultConfig(delay_ms={"ranking": -1})
     assert FaultConfig(delay_ms={"retrieval": 5, "ranking": 0}).delay_ms["retrieval"] == 5
+
+
+def weighted(control: float) -> ExperimentCatalog:
+    data = design()
+    variants = data["layers"][0]["experiments"][0]["variants"]
+    variants[0]["weight"], variants[1]["weight"] = control, 100 - control
+    return load_catalog(data)
+
+
+def share(router: ExperimentRouter, variant: str) -> float:
+    routed = [router.route(f"user-{i}").variant for i in range(N_USERS)]
+    return routed.count(variant) / N_USERS
+
+
+def test_new_weights_apply_in_place(catalog: ExperimentCatalog) -> None:
+    """A canary step reaches a running graph without a restart."""
+    router = ExperimentRouter(catalog, NAME, GraphConfig(), None)
+    assert 0.45 < share(router, "treatment") < 0.55
+    treated = {
+        f"user-{i}" for i in range(N_USERS) if router.route(f"user-{i}").variant == "treatment"
+    }
+    assert router.update(weighted(control=10)) is None
+    assert 0.86 < share(router, "treatment") < 0.94
+    # Ramping up moves only units that must move: everyone treated before still is.
+    assert all(router.route(u).variant == "treatment" for u in treated)
+
+
+def test_a_changed_variant_config_or_a_missing_experiment_is_refused(
+    catalog: ExperimentCatalog,
+) -> None:
+    router = ExperimentRouter(catalog, NAME, GraphConfig(), None)
+    before = router.experiment
+    changed = load_catalog(design(treatment_config={"candidates": 10}))
+    assert "variant configs changed" in str(router.update(changed))
+    assert "no longer in the catalog" in str(router.update(load_catalog({"layers": []})))
+    assert router.experiment is before
+
+
+def test_the_watcher_hands_on_a_changed_file_and_skips_a_broken_one(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from inference.graph.experiments import CatalogWatcher
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(json.dumps(design()))
+    seen: list[ExperimentCatalog] = []
+    watcher = CatalogWatcher(path, seen.append, interval_s=0.02)
+    try:
+        time.sleep(0.1)
+        assert seen == []  # unchanged content is not a change
+        path.write_text("layers: [{name: 0}]")  # invalid: logged, skipped
+        time.sleep(0.1)
+        assert seen == []
+        data = design()
+        data["layers"][0]["experiments"][0]["variants"][0]["weight"] = 20
+        data["layers"][0]["experiments"][0]["variants"][1]["weight"] = 80
+        path.write_text(json.dumps(data))
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [v.weight for v in seen[0].experiment(NAME).variants] == [20, 80]
+    finally:
+        watcher.close()
