@@ -403,8 +403,10 @@ class Controller:
         if new.canary is not None and new.canary != status.canary and new.canary.phase != "Aborted":
             self._event(body, "Normal", "CanaryStarted", new.canary.reason)
         flight = canary.in_flight(new)
+        graphs: list[dict[str, Any]] | None = None  # listed once, for judging and refreshing
         if flight is not None:
-            new = await self._judge(body, spec, new, flight)
+            graphs = await self.graphs_using(ns, name)
+            new = await self._judge(body, spec, new, flight, graphs)
         new = new.model_copy(
             update={
                 "conditions": self._model_conditions(new, generation),
@@ -415,11 +417,16 @@ class Controller:
         metrics.CANARY_WEIGHT.labels(namespace=ns, model=name).set(weight)
         await self._write_status("Model", body, status, new)
         if new.serving_version != status.serving_version or new.canary != status.canary:
-            for graph in await self.graphs_using(ns, name):
+            for graph in graphs if graphs is not None else await self.graphs_using(ns, name):
                 await self.reconcile_graph(graph)
 
     async def _judge(
-        self, body: dict[str, Any], spec: ModelSpec, status: ModelStatus, flight: CanaryStatus
+        self,
+        body: dict[str, Any],
+        spec: ModelSpec,
+        status: ModelStatus,
+        flight: CanaryStatus,
+        graphs: list[dict[str, Any]],
     ) -> ModelStatus:
         ns, name, _ = _identity(body)
         now = self.clock()
@@ -437,7 +444,6 @@ class Controller:
                 ),
             )
         else:
-            graphs = await self.graphs_using(ns, name)
             if graphs:
                 window = int((now - parse_timestamp(flight.step_started_at)).total_seconds())
                 observed = await self.observer.canary(
