@@ -45,7 +45,7 @@ from inference.graph.stages import (
     ranker_feed,
 )
 from training.model_config import MODEL_FILENAME
-from training.repository import ModelRepository
+from training.repository_reader import RepositoryReader
 from training.tables import FloatArray, IntArray
 
 __all__ = [
@@ -70,7 +70,7 @@ NAIVE_ROUTE = "/v1/recommend"
 
 def _user_tower_dir(repository: Path, versions: dict[str, int]) -> Path:
     """Where the catalog, item embeddings and index live: the served user tower's version."""
-    return ModelRepository(repository).version_dir(USER_TOWER, versions[USER_TOWER])
+    return RepositoryReader(repository).version_dir(USER_TOWER, versions[USER_TOWER])
 
 
 def _versions(repository: Path, config: GraphConfig) -> dict[str, int]:
@@ -210,7 +210,7 @@ def limit_rps(
 def _session(repository: Path, model: str, version: int) -> Any:
     """A session as a first attempt opens one: default SessionOptions, so onnxruntime uses
     as many intra-op threads as the machine has cores, in every replica that holds a model."""
-    path = ModelRepository(repository).version_dir(model, version) / MODEL_FILENAME
+    path = RepositoryReader(repository).version_dir(model, version) / MODEL_FILENAME
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

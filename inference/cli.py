@@ -71,10 +71,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from benchmarks.load import HttpRecommendClient, percentile_table, run_load
     from inference.graph.launcher import recommend
-    from training.repository import ModelRepository
+    from training.repository_reader import RepositoryReader
 
     repo = Path(args.repo)
-    if not ModelRepository(repo).versions("user_tower"):
+    if not repo.is_dir() or not RepositoryReader(repo).versions("user_tower"):
         from training.cli import main as cascade
 
         print("no models yet: building them first (cascade build) ...", flush=True)

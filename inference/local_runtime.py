@@ -44,7 +44,7 @@ from inference.validation import (
 )
 from training.errors import FactoryError
 from training.model_config import MODEL_FILENAME
-from training.repository import ModelRepository
+from training.repository_reader import RepositoryReader
 from training.signature import Signature
 
 __all__ = ["OnnxRuntime", "RuntimeMode", "choose_runtime"]
@@ -93,10 +93,9 @@ class OnnxRuntime:
         self._loaded: dict[str, _Loaded] = {}
         self._failed: dict[str, str] = {}
         if not self.repository.is_dir():
-            # ModelRepository would create it; a runtime must not serve an empty typo.
             raise ModelNotFound(f"model repository {self.repository} does not exist")
         try:
-            repo = ModelRepository(self.repository)
+            repo = RepositoryReader(self.repository)
             names = list(models) if models is not None else repo.models()
         except FactoryError as exc:
             raise ServerError(f"cannot open model repository {self.repository}: {exc}") from exc
@@ -116,7 +115,7 @@ class OnnxRuntime:
         """Loaded model -> the version it serves."""
         return {name: loaded.version for name, loaded in sorted(self._loaded.items())}
 
-    def _load(self, repo: ModelRepository, name: str, pinned: int | None) -> _Loaded:
+    def _load(self, repo: RepositoryReader, name: str, pinned: int | None) -> _Loaded:
         available = repo.versions(name)
         if not available:
             raise ModelNotFound("not in the model repository", model=name)

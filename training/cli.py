@@ -64,10 +64,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from training.repository import ModelRepository
+    from training.repository_reader import RepositoryReader
 
-    repo = ModelRepository(args.repo)
-    rows = repo.list_registry()
+    rows = RepositoryReader(args.repo).list_registry()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -121,6 +120,7 @@ def _triton(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        host=args.host,
         dynamic_batching=not args.no_batching,
     )
     try:
@@ -131,7 +131,7 @@ def _triton(args: argparse.Namespace) -> int:
     for name, (state, reason) in sorted(states.items()):
         print(f"{name:24s} {state}{': ' + reason if reason else ''}")
     print(
-        f"Triton ready: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+        f"Triton ready on {server.host}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
         f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it."
     )
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
@@ -193,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     )
     triton.add_argument("--repo", type=Path, default=Path("model_repo"))
     triton.add_argument("--model", action="append", help="load only these (repeatable)")
+    triton.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address HTTP, gRPC and metrics bind to (default loopback; 0.0.0.0 in a pod)",
+    )
     triton.add_argument("--http-port", type=int, default=8000)
     triton.add_argument("--grpc-port", type=int, default=8001)
     triton.add_argument("--metrics-port", type=int, default=8002)

@@ -20,9 +20,13 @@ so publishing is a handful of ``rename`` calls:
         txn-<v>-<id>/pruned/         # old versions moved out of the root before deletion
 
 A transaction is committed the moment its fsynced journal exists. Opening the repository
-rolls every journaled transaction forward (the renames are idempotent) and deletes every
-unjournaled one whose owner is gone (its lock is free), so a build killed at any point leaves
-the repository as it was or with the whole new build.
+for writing rolls every journaled transaction forward (the renames are idempotent) and deletes
+every unjournaled one whose owner is gone (its lock is free), so a build killed at any point
+leaves the repository as it was or with the whole new build.
+
+Only the writer (:class:`ModelRepository`, the build) creates the staging area or recovers:
+serving processes open the repository with :class:`training.repository_reader.RepositoryReader`,
+which never writes, because in a cluster the repository is a read-only volume.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,16 +51,22 @@ from training.model_config import (
     MODEL_NAME,
     ModelConfigSpec,
     check_config_matches_onnx,
-    parse_config,
     parse_config_text,
     render_config,
     validate_model_name,
+)
+from training.repository_reader import (
+    CONFIG_FILENAME,
+    MANIFEST_FILENAME,
+    RepositoryReader,
+    served_versions,
 )
 
 __all__ = [
     "CONFIG_FILENAME",
     "MANIFEST_FILENAME",
     "ModelRepository",
+    "RepositoryReader",
     "Transaction",
     "plan_prune",
     "served_versions",
@@ -65,33 +74,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILENAME: Final = "config.pbtxt"
-MANIFEST_FILENAME: Final = "manifest.json"
 JOURNAL_FILENAME: Final = "COMMIT.json"
 # Keys the repository writes into every manifest; a caller may not set them.
 RESERVED_MANIFEST_KEYS: Final = frozenset({"model", "version", "committed_at", "model_sha256"})
 
-# Triton loads integer-named version directories; we only ever write canonical positive ones.
-_VERSION_NAME = re.compile(r"[1-9][0-9]*")
 _TXN_PREFIX: Final = "txn-"
 _REPO_LOCK: Final = "repo.lock"
 _JOURNAL_FORMAT: Final = 1
-
-
-def served_versions(config: Any, versions: Sequence[int]) -> set[int]:
-    """The versions Triton serves among ``versions`` under the config's ``version_policy``.
-
-    An unset policy is Triton's default, ``latest { num_versions: 1 }``.
-    """
-    ordered = sorted(versions)
-    policy = config.version_policy
-    kind = policy.WhichOneof("policy_choice")
-    if kind == "all":
-        return set(ordered)
-    if kind == "specific":
-        return set(policy.specific.versions) & set(ordered)
-    count = policy.latest.num_versions if kind == "latest" else 1
-    return set(ordered[-count:]) if count > 0 else set()
 
 
 def plan_prune(versions: Sequence[int], served: set[int], keep_versions: int) -> list[int]:
@@ -145,14 +134,6 @@ def _dump_json(data: Mapping[str, Any], what: str) -> bytes:
     except (TypeError, ValueError) as exc:
         raise RepositoryError(f"{what} is not JSON-serialisable: {exc}") from exc
     return (text + "\n").encode("utf-8")
-
-
-def _version_names(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(p.name) for p in model_dir.iterdir() if _VERSION_NAME.fullmatch(p.name) and p.is_dir()
-    )
 
 
 @contextlib.contextmanager
@@ -251,10 +232,12 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class ModelRepository:
-    """Reader and writer of one Triton model repository; also the model registry.
+class ModelRepository(RepositoryReader):
+    """Writer of one Triton model repository (and, as every writer must, its reader).
 
-    Opening it runs crash recovery (see the module docstring). ``keep_versions`` is how many
+    Opening it creates the root and the staging area and runs crash recovery (see the module
+    docstring): it is for the build, never for serving, which opens a
+    :class:`~training.repository_reader.RepositoryReader`. ``keep_versions`` is how many
     versions per model retention keeps after each commit, on top of whatever the model's
     ``version_policy`` serves. ``staging_root`` defaults to ``<root.parent>/.<root.name>-staging``
     and must be on the root's filesystem (a root that is itself a mount point, e.g. a volume,
@@ -271,24 +254,25 @@ class ModelRepository:
     ) -> None:
         if keep_versions < 1:
             raise RepositoryError("keep_versions must be >= 1")
-        self.root = Path(root).resolve()
+        root = Path(root).resolve()
         self.staging_root = (
             Path(staging_root).resolve()
             if staging_root is not None
-            else self.root.parent / f".{self.root.name}-staging"
+            else root.parent / f".{root.name}-staging"
         )
-        if self.staging_root == self.root or self.root in self.staging_root.parents:
+        if self.staging_root == root or root in self.staging_root.parents:
             raise RepositoryError(
-                f"staging area {self.staging_root} must be outside {self.root}: "
+                f"staging area {self.staging_root} must be outside {root}: "
                 "Triton treats every directory there as a model"
             )
         self.keep_versions = keep_versions
         self._clock = clock
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
             self.staging_root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RepositoryError(f"cannot create {self.root} or its staging area: {exc}") from exc
+            raise RepositoryError(f"cannot create {root} or its staging area: {exc}") from exc
+        super().__init__(root)
         if os.stat(self.root).st_dev != os.stat(self.staging_root).st_dev:
             raise RepositoryError(
                 f"staging area {self.staging_root} is not on the filesystem of {self.root}; "
@@ -296,74 +280,10 @@ class ModelRepository:
             )
         self.recover()
 
-    # ---- reading ---------------------------------------------------------------------------
-
-    def models(self) -> list[str]:
-        """Names of the models in the repository (directories with a config.pbtxt)."""
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if MODEL_NAME.fullmatch(p.name) and (p / CONFIG_FILENAME).is_file()
-        )
-
-    def versions(self, model: str) -> list[int]:
-        """Committed versions of ``model``, ascending; [] for an unknown model."""
-        return _version_names(self.root / validate_model_name(model))
-
     def next_version(self) -> int:
         """One more than the highest version of any model: one number names a whole build."""
-        return 1 + max((v for m in self._model_dirs() for v in self.versions(m)), default=0)
-
-    def config(self, model: str) -> Any:
-        """The parsed ``config.pbtxt`` of ``model``."""
-        return parse_config(self.root / validate_model_name(model) / CONFIG_FILENAME)
-
-    def version_dir(self, model: str, version: int) -> Path:
-        """The directory of a committed version; RepositoryError if it does not exist."""
-        path = self.root / validate_model_name(model) / str(version)
-        if version < 1 or not path.is_dir():
-            raise RepositoryError(f"{model}: no committed version {version}")
-        return path
-
-    def manifest(self, model: str, version: int) -> dict[str, Any]:
-        """The registry record (``manifest.json``) of one committed version."""
-        path = self.version_dir(model, version) / MANIFEST_FILENAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RepositoryError(f"{path}: cannot read manifest: {exc}") from exc
-        if not isinstance(data, dict):
-            raise RepositoryError(f"{path}: manifest is not a JSON object")
-        return data
-
-    def list_registry(self) -> list[dict[str, Any]]:
-        """One row per model/version: its manifest plus ``served`` (per the version_policy).
-
-        A version without a readable manifest still gets a row, with an ``error`` field, so a
-        hand-edited repository shows up rather than hiding.
-        """
-        rows: list[dict[str, Any]] = []
-        for model in self.models():
-            versions = self.versions(model)
-            served = self._served(model, versions)
-            for version in versions:
-                row: dict[str, Any] = {"model": model, "version": version}
-                try:
-                    row.update(self.manifest(model, version))
-                except RepositoryError as exc:
-                    row["error"] = str(exc)
-                row["served"] = version in served
-                rows.append(row)
-        return rows
-
-    def _model_dirs(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if MODEL_NAME.fullmatch(p.name))
-
-    def _served(self, model: str, versions: Sequence[int]) -> set[int]:
-        try:
-            return served_versions(self.config(model), versions)
-        except RepositoryError:
-            return set()
+        names = (p.name for p in self.root.iterdir() if MODEL_NAME.fullmatch(p.name))
+        return 1 + max((v for m in names for v in self.versions(m)), default=0)
 
     # ---- writing ---------------------------------------------------------------------------
 

@@ -249,15 +249,7 @@ class GraphIngress:
             if config.model_versions == self.config.model_versions
             else resolve_versions(self.settings.repository, config.model_versions)
         )
-        return Recommender(
-            config=config,
-            catalog=self.components.catalog,
-            features=self.components.features,
-            retriever=self.components.retriever,
-            rank=self._rank,
-            versions=versions,
-            executor=self._pool,
-        )
+        return self.components.recommender(config, versions, rank=self._rank, executor=self._pool)
 
     async def _rank(self, job: RankJob, timeout_s: float, carrier: dict[str, str]) -> RankResult:
         if self._local_ranking is not None:

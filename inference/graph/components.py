@@ -1,48 +1,102 @@
-"""What one graph replica loads: the catalog, the feature store, the model runtime and the
-stages over it, with the model versions resolved once so every response can name them."""
+"""What one graph replica loads: the model runtime, the stages over it and, for every user
+tower version the graph serves (the base config's and each experiment variant's), that
+version's catalog, features and item index, with the model versions resolved once so every
+response can name them."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inference import metrics
 from inference.errors import InferenceError, ModelNotFound
+from inference.graph.artifacts import TowerArtifactCache, TowerArtifacts
 from inference.graph.catalog import Catalog
-from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
+from inference.graph.config import GraphConfig
+from inference.graph.experiments import find_experiment, read_catalog, variant_configs
+from inference.graph.features import CachedFeatureStore
+from inference.graph.recommender import RankFn, Recommender
 from inference.graph.settings import GraphSettings
-from inference.graph.stages import MODELS, USER_TOWER, ItemSearch, Ranker, RankJob, Retriever
+from inference.graph.stages import MODELS, USER_TOWER, Ranker, RankJob, Retriever
 from inference.runtime import ModelRuntime
 from inference.triton.client import RetryPolicy, TritonClient
-from training.repository import ModelRepository
+from training.errors import RepositoryError
+from training.repository_reader import RepositoryReader
 
 log = logging.getLogger("cascade.inference")
 
 
 @dataclass
 class Components:
-    catalog: Catalog
-    features: CachedFeatureStore
+    towers: TowerArtifactCache
     runtime: ModelRuntime
-    retriever: Retriever
     ranker: Ranker | None
+    #: The base config's model versions.
     versions: dict[str, int]
+    #: The resolved versions of every config served (the base's first); warmed up at start.
+    served: list[dict[str, int]] = field(default_factory=list)
+
+    def tower(self, versions: Mapping[str, int] | None = None) -> TowerArtifacts:
+        """The artifacts of the user tower version in ``versions`` (default: the base's)."""
+        return self.towers.get((versions or self.versions)[USER_TOWER])
+
+    def recommender(
+        self,
+        config: GraphConfig,
+        versions: dict[str, int],
+        *,
+        rank: RankFn,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> Recommender:
+        """A recommender for ``config`` serving ``versions``, over the catalog, features and
+        item index of their user tower version: a variant's canary searches its own index."""
+        tower = self.tower(versions)
+        return Recommender(
+            config=config,
+            catalog=tower.catalog,
+            features=tower.features,
+            retriever=tower.retriever,
+            rank=rank,
+            versions=versions,
+            executor=executor,
+        )
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.tower().catalog
+
+    @property
+    def features(self) -> CachedFeatureStore:
+        return self.tower().features
+
+    @property
+    def retriever(self) -> Retriever:
+        return self.tower().retriever
 
     def warm_up(self, candidates: int) -> None:
-        """One call through each stage, so the first real request does not pay for fetching
-        model configs and waking the backends (which would blow its budget). Failures are
-        logged, not raised: a replica must start even while Triton is down, and degrade."""
-        user = self.features.user(self.catalog.user_ids[0])
-        if user is None:
-            return
-        try:
-            found = self.retriever(user, candidates, 10.0)
-            if self.ranker is not None:
-                for _ in range(3):
-                    self.ranker([RankJob(user, found)], 10.0)
-        except InferenceError as exc:
-            log.warning("warm-up failed (the graph will use fallbacks until it recovers): %s", exc)
+        """One call through each stage for every served set of versions, so the first real
+        request does not pay for fetching model configs and waking the backends (which would
+        blow its budget). Failures are logged, not raised: a replica must start even while
+        Triton is down, and degrade."""
+        for versions in self.served or [self.versions]:
+            tower = self.tower(versions)
+            user = tower.features.user(tower.catalog.user_ids[0])
+            if user is None:
+                continue
+            try:
+                found = tower.retriever(user, candidates, 10.0, versions)
+                if self.ranker is not None:
+                    for _ in range(3):
+                        self.ranker([RankJob(user, found, versions)], 10.0)
+            except InferenceError as exc:
+                log.warning(
+                    "warm-up of %s failed (the graph will use fallbacks until it recovers): %s",
+                    versions,
+                    exc,
+                )
 
     def close(self) -> None:
         if self.ranker is not None:
@@ -58,11 +112,17 @@ class Components:
         return reason
 
 
-def resolve_versions(repository: Path, pins: dict[str, int]) -> dict[str, int]:
+def open_repository(repository: Path) -> RepositoryReader:
+    """The model repository, for reading only (in a pod it is a read-only volume)."""
+    try:
+        return RepositoryReader(repository)
+    except RepositoryError as exc:  # a typo must fail, not serve nothing
+        raise ModelNotFound(f"model repository {repository} does not exist") from exc
+
+
+def resolve_versions(repository: Path, pins: Mapping[str, int]) -> dict[str, int]:
     """The version of each graph model to serve: the pin, else the newest in the repository."""
-    if not Path(repository).is_dir():  # ModelRepository would create it: a typo must fail
-        raise ModelNotFound(f"model repository {repository} does not exist")
-    repo = ModelRepository(repository)
+    repo = open_repository(repository)
     versions: dict[str, int] = {}
     for model in MODELS:
         available = repo.versions(model)
@@ -80,43 +140,77 @@ def resolve_versions(repository: Path, pins: dict[str, int]) -> dict[str, int]:
     return versions
 
 
+def served_pins(settings: GraphSettings) -> list[dict[str, int]]:
+    """The model pins of every config the graph serves: the base config's first, then each
+    variant's of the experiment splitting its traffic (a variant may pin other versions)."""
+    pins = [dict(settings.graph.model_versions)]
+    if settings.experiments is None or settings.experiment is None:
+        return pins
+    design = find_experiment(read_catalog(settings.experiments), settings.experiment)
+    configs = variant_configs(design, settings.graph)
+    return pins + [dict(config.model_versions) for config in configs.values()]
+
+
 def _count_model_error(model: str, exc: InferenceError) -> None:
     metrics.MODEL_ERRORS.labels(model=model, kind=type(exc).__name__).inc()
 
 
-def load_components(settings: GraphSettings, *, with_ranker: bool) -> Components:
-    config = settings.graph
-    versions = resolve_versions(settings.repository, config.model_versions)
-    directory = ModelRepository(settings.repository).version_dir(USER_TOWER, versions[USER_TOWER])
-    catalog = Catalog.load(directory)
+def _count_lookup(hit: bool) -> None:
+    metrics.FEATURE_CACHE.labels(result="hit" if hit else "miss").inc()
 
-    def on_lookup(hit: bool) -> None:
-        metrics.FEATURE_CACHE.labels(result="hit" if hit else "miss").inc()
 
-    features = CachedFeatureStore(EmbeddedFeatureStore(catalog), config.cache, on_lookup=on_lookup)
-    runtime: ModelRuntime
+def _make_runtime(settings: GraphSettings, versions: Mapping[str, int]) -> ModelRuntime:
     if settings.runtime == "triton":
         # No retries: inside a 15-25 ms budget a retry only turns a fast fallback into a slow one.
-        runtime = TritonClient(settings.triton_grpc, "grpc", retry=RetryPolicy(attempts=1))
-    elif settings.runtime == "onnxruntime":
+        return TritonClient(settings.triton_grpc, "grpc", retry=RetryPolicy(attempts=1))
+    if settings.runtime == "onnxruntime":
         from inference.local_runtime import OnnxRuntime
 
-        runtime = OnnxRuntime(settings.repository, models=list(MODELS), versions=versions)
-    else:
-        raise InferenceError(f"runtime: {settings.runtime!r} is not 'triton' or 'onnxruntime'")
+        return OnnxRuntime(settings.repository, models=list(MODELS), versions=versions)
+    raise InferenceError(f"runtime: {settings.runtime!r} is not 'triton' or 'onnxruntime'")
+
+
+def load_components(
+    settings: GraphSettings, *, with_ranker: bool, runtime: ModelRuntime | None = None
+) -> Components:
+    """Everything a replica serves from. ``runtime``: one already made (the components own
+    it from here on); None makes the one ``settings.runtime`` names."""
+    config = settings.graph
+    served: list[dict[str, int]] = []
+    for pins in served_pins(settings):
+        resolved = resolve_versions(settings.repository, pins)
+        if resolved not in served:
+            served.append(resolved)
+    versions = served[0]
+    repo = open_repository(settings.repository)
+    if runtime is None:
+        runtime = _make_runtime(settings, versions)
     metrics.record_runtime(runtime.kind)
-    retriever = Retriever(runtime, ItemSearch(directory), versions)
+
+    def load(version: int) -> TowerArtifacts:
+        # One feature cache per version, sized by the base config: variants share it.
+        directory = repo.version_dir(USER_TOWER, version)
+        return TowerArtifacts.load(directory, version, runtime, config.cache, _count_lookup)
+
+    towers = TowerArtifactCache(load)
+    try:
+        for resolved in served:  # at start, not on a variant's first request
+            towers.get(resolved[USER_TOWER])
+    except BaseException:
+        runtime.close()
+        raise
     ranker = (
         Ranker(
             runtime,
-            catalog,
+            towers.catalog(versions[USER_TOWER]),
             versions,
             on_model_error=_count_model_error,
             min_ranked=config.min_ranked,
+            catalogs=towers.catalog,
         )
         if with_ranker
         else None
     )
-    components = Components(catalog, features, runtime, retriever, ranker, versions)
+    components = Components(towers, runtime, ranker, versions, served)
     components.warm_up(config.candidates)
     return components

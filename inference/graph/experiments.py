@@ -53,6 +53,27 @@ def read_catalog(path: Path) -> ExperimentCatalog:
         raise InferenceError(f"experiments file {path}: {exc}") from exc
 
 
+def find_experiment(catalog: ExperimentCatalog, name: str) -> Experiment:
+    try:
+        return catalog.experiment(name)
+    except ExperimentError as exc:
+        raise InferenceError(f"experiment: {exc}") from exc
+
+
+def variant_configs(design: Experiment, base: GraphConfig) -> dict[str, GraphConfig]:
+    """Each variant's graph config: ``base`` with the variant's overrides; a variant whose
+    overrides do not validate fails naming the variant and the field."""
+    configs: dict[str, GraphConfig] = {}
+    for variant in design.variants:
+        try:
+            configs[variant.name] = base.with_overrides(variant.config)
+        except ValidationError as exc:
+            raise InferenceError(
+                f"experiment {design.name}: variant {variant.name}: config: {exc}"
+            ) from exc
+    return configs
+
+
 class ExperimentRouter:
     def __init__(
         self,
@@ -64,21 +85,11 @@ class ExperimentRouter:
         clock: Callable[[], float] = time.time,
         queue_size: int = 10_000,
     ) -> None:
-        try:
-            design = catalog.experiment(experiment)
-        except ExperimentError as exc:
-            raise InferenceError(f"experiment: {exc}") from exc
+        design = find_experiment(catalog, experiment)
         # Read as one pair so a request never mixes an old catalog with a new design.
         self._design = (catalog, design)
         self.base = base
-        self.configs: dict[str, GraphConfig] = {}
-        for variant in design.variants:
-            try:
-                self.configs[variant.name] = base.with_overrides(variant.config)
-            except ValidationError as exc:
-                raise InferenceError(
-                    f"experiment {experiment}: variant {variant.name}: config: {exc}"
-                ) from exc
+        self.configs = variant_configs(design, base)
         self._clock = clock
         self._writer = ExposureWriter(store, queue_size) if store is not None else None
 

@@ -173,6 +173,10 @@ class Ranker:
     Degrades inside the stage: if the combiner fails, the DCN ranker's logit orders the
     candidates ("combiner:ranker_dcn"); if one ranker fails, the other's does. Only when both
     rankers fail does it raise, and the orchestrator falls back to retrieval order.
+
+    Candidates are item indices into the catalog of the user tower version that retrieved
+    them, so ``catalogs`` (user tower version -> catalog) supplies each version group's item
+    features; without it every group reads ``catalog``.
     """
 
     def __init__(
@@ -184,9 +188,11 @@ class Ranker:
         pool: ThreadPoolExecutor | None = None,
         on_model_error: Callable[[str, InferenceError], None] | None = None,
         min_ranked: int = 100,
+        catalogs: Callable[[int], Catalog] | None = None,
     ) -> None:
         self.runtime = runtime
         self.catalog = catalog
+        self._catalogs = catalogs
         self.versions = versions
         self.min_ranked = min_ranked
         #: (when, wall seconds per ranked candidate) of recent batches.
@@ -211,6 +217,13 @@ class Ranker:
         since = time.monotonic() - COST_WINDOW_S
         recent = [cost for when, cost in self._costs if when >= since]
         return float(np.median(recent)) if recent else 0.0
+
+    def catalog_for(self, versions: Mapping[str, int]) -> Catalog:
+        """The catalog of the user tower version in ``versions``."""
+        version = versions.get(USER_TOWER)
+        if self._catalogs is None or version is None:
+            return self.catalog
+        return self._catalogs(version)
 
     def _infer(
         self, model: str, feed: Tensors, timeout_s: float | None, versions: Mapping[str, int]
@@ -252,7 +265,7 @@ class Ranker:
         self, jobs: Sequence[RankJob], versions: Mapping[str, int], timeout_s: float | None
     ) -> list[RankResult]:
         start = time.monotonic()
-        feed = ranker_feed(self.catalog, jobs)
+        feed = ranker_feed(self.catalog_for(versions), jobs)
         n_candidates = len(feed["item_id"])
         futures = {m: self._pool.submit(self._infer, m, feed, timeout_s, versions) for m in RANKERS}
         logits: dict[str, FloatArray] = {}

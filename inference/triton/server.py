@@ -7,6 +7,11 @@ backend's stub runs in an environment with numpy < 2 and onnxruntime), a backend
 with the stub for this Python version, a runtime repository (see :mod:`inference.triton.shim`),
 free ports, explicit model control, readiness polling with a timeout, a captured log, and a
 clean shutdown that also removes the python backend's shared-memory regions.
+
+It binds to loopback unless told otherwise: a local run stays private, while in a pod the
+Service and the kubelet's probes connect from outside, so ``cascade triton --host 0.0.0.0``.
+The canonical repository is only read (in a pod it is a read-only volume); the runtime
+repository, backends and log go to a temporary directory unless ``workdir`` names one.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ from types import TracebackType
 
 from inference.errors import InferenceError, Unavailable
 from inference.triton.shim import build_runtime_repository, sync_model
-from training.repository import ModelRepository
+from training.repository_reader import RepositoryReader
 
 log = logging.getLogger("cascade.inference")
 
 SHM_DIR = Path("/dev/shm")
+#: Where a local server listens unless told otherwise.
+LOOPBACK = "127.0.0.1"
+_WILDCARDS = {"0.0.0.0": LOOPBACK, "": LOOPBACK, "::": "::1"}
 
 
 def _pytriton_root() -> Path:
@@ -49,9 +57,56 @@ def _pytriton_root() -> Path:
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def client_address(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host`` (as a URL's host):
+    a wildcard bind is reached over loopback, an IPv6 literal goes in brackets."""
+    address = _WILDCARDS.get(host, host)
+    return f"[{address}]" if ":" in address else address
+
+
+def tritonserver_args(
+    *,
+    runtime_repository: Path,
+    backend_directory: Path,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    models: Sequence[str],
+    shm_prefix: str,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """tritonserver's arguments (without the binary): a pure function of the settings.
+
+    HTTP, gRPC and metrics all bind to ``host``: Triton's metrics would otherwise follow
+    ``--http-address``, and saying so keeps the three from drifting apart.
+    """
+    return [
+        f"--model-repository={runtime_repository}",
+        f"--backend-directory={backend_directory}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        f"--http-address={host}",
+        f"--grpc-address={host}",
+        f"--metrics-address={host}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={name}" for name in models),
+        "--exit-on-error=false",
+        # Ready = the server is up, even if a model failed to load: one corrupt model
+        # must not take the others down. Per-model state is checked after start.
+        "--strict-readiness=false",
+        "--log-verbose=0",
+        # Stop within seconds even while clients (a graph's channels) stay connected.
+        "--exit-timeout-secs=5",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        *extra_args,
+    ]
 
 
 def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -102,6 +157,9 @@ class TritonServer:
     http_port: int = 0
     grpc_port: int = 0
     metrics_port: int = 0
+    #: The address HTTP, gRPC and metrics bind to: loopback for a local run, ``0.0.0.0`` in
+    #: a pod (its Service and the kubelet's probes connect from outside the container).
+    host: str = LOOPBACK
     #: False serves every model without Triton's dynamic batcher (for measuring it).
     dynamic_batching: bool = True
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -113,15 +171,15 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{client_address(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{client_address(self.host)}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{client_address(self.host)}:{self.metrics_port}/metrics"
 
     @property
     def runtime_repository(self) -> Path:
@@ -136,27 +194,20 @@ class TritonServer:
         return Path(self._tmp.name)
 
     def command(self) -> list[str]:
-        models = self.models or ModelRepository(self.repository).models()
+        models = self.models or RepositoryReader(self.repository).models()
         return [
             str(_pytriton_root() / "bin" / "tritonserver"),
-            f"--model-repository={self.runtime_repository}",
-            f"--backend-directory={backend_directory(self._workdir / 'backends')}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--model-control-mode=explicit",
-            *(f"--load-model={name}" for name in models),
-            "--exit-on-error=false",
-            # Ready = the server is up, even if a model failed to load: one corrupt model
-            # must not take the others down. Per-model state is checked after start.
-            "--strict-readiness=false",
-            "--log-verbose=0",
-            # Stop within seconds even while clients (a graph's channels) stay connected.
-            "--exit-timeout-secs=5",
-            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-            *self.extra_args,
+            *tritonserver_args(
+                runtime_repository=self.runtime_repository,
+                backend_directory=backend_directory(self._workdir / "backends"),
+                host=self.host,
+                http_port=self.http_port,
+                grpc_port=self.grpc_port,
+                metrics_port=self.metrics_port,
+                models=models,
+                shm_prefix=self.shm_prefix,
+                extra_args=self.extra_args,
+            ),
         ]
 
     def start(self) -> TritonServer:
@@ -171,7 +222,14 @@ class TritonServer:
                 setattr(self, name, free_port())
         self.log_path = self._workdir / "tritonserver.log"
         command = self.command()
-        log.info("starting tritonserver on %s (log: %s)", self.http_url, self.log_path)
+        log.info(
+            "starting tritonserver on %s (HTTP %d, gRPC %d, metrics %d; log: %s)",
+            self.host,
+            self.http_port,
+            self.grpc_port,
+            self.metrics_port,
+            self.log_path,
+        )
         with self.log_path.open("wb") as sink:
             self.process = subprocess.Popen(
                 command,
@@ -250,7 +308,7 @@ class TritonServer:
     def sync(self, model: str) -> list[int]:
         """Mirror a model's canonical versions into the runtime repository (before a load)."""
         return sync_model(
-            ModelRepository(self.repository),
+            RepositoryReader(self.repository),
             self.runtime_repository,
             model,
             batching=self.dynamic_batching,

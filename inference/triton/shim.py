@@ -20,7 +20,7 @@ from google.protobuf import text_format
 
 from inference.errors import InferenceError
 from training.model_config import MODEL_FILENAME, parse_config
-from training.repository import ModelRepository
+from training.repository_reader import RepositoryReader
 
 SHIM_SOURCE = Path(__file__).with_name("onnx_model.py")
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -47,7 +47,7 @@ def runtime_config_text(canonical_config: Path, *, batching: bool = True) -> str
 
 
 def sync_model(
-    canonical: ModelRepository, target: Path, model: str, *, batching: bool = True
+    canonical: RepositoryReader, target: Path, model: str, *, batching: bool = True
 ) -> list[int]:
     """Make ``target/<model>`` mirror the canonical model's committed versions; return them.
 
@@ -87,8 +87,11 @@ def build_runtime_repository(
     *,
     batching: bool = True,
 ) -> list[str]:
-    """Mirror ``models`` (default: all) of the canonical repository into ``target``."""
-    canonical = ModelRepository(canonical_root)
+    """Mirror ``models`` (default: all) of the canonical repository into ``target``.
+
+    Only ``target`` is written: the canonical repository may be a read-only volume.
+    """
+    canonical = RepositoryReader(canonical_root)
     names = list(models) if models is not None else canonical.models()
     missing = sorted(set(names) - set(canonical.models()))
     if missing:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from inference.errors import Unavailable
-from inference.triton.server import TritonServer, remove_shared_memory
+from inference.triton.server import TritonServer, free_port, remove_shared_memory
+from tests.readonly import read_only_view
 from training.model_config import parse_config
 from training.repository import ModelRepository
 
@@ -113,3 +115,48 @@ def test_health_names_the_runtime(triton: TritonServer) -> None:
             "fallback": False,
             "ready": True,
         }
+
+
+def test_serves_a_read_only_repository(built_repo: Path, tmp_path: Path) -> None:
+    """As in a pod: the repository and its parent are read-only and no workdir is given, so
+    nothing may be written beside the repository (no staging area, no runtime repository)."""
+    volume = tmp_path / "volume"
+    shutil.copytree(built_repo, volume / "model_repo")
+    with (
+        read_only_view(volume, tmp_path / "ro") as view,
+        TritonServer(view / "model_repo", models=["user_tower", "combiner"]) as server,
+    ):
+        assert not server.runtime_repository.is_relative_to(view)
+        states = server.model_states()
+        assert {name.split("/")[0] for name in states} == {"user_tower", "combiner"}
+        assert all(state == "READY" for state, _ in states.values()), states
+    assert sorted(p.name for p in volume.iterdir()) == ["model_repo"]
+
+
+def accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def test_listens_on_the_given_address_only(built_repo: Path, tmp_path: Path) -> None:
+    """127.0.0.2 is loopback too, but a server bound to it refuses 127.0.0.1: the address
+    reaches all three listeners (HTTP, gRPC, metrics), not only HTTP."""
+    ports = [free_port(), free_port(), free_port()]
+    with TritonServer(
+        built_repo,
+        models=["combiner"],
+        host="127.0.0.2",
+        workdir=tmp_path / "t",
+        http_port=ports[0],
+        grpc_port=ports[1],
+        metrics_port=ports[2],
+    ) as server:
+        assert server.http_url.startswith("127.0.0.2:")
+        with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
+            assert b"nv_" in response.read()
+        for port in ports:
+            assert accepts("127.0.0.2", port), port
+            assert not accepts("127.0.0.1", port), port

@@ -1,0 +1,91 @@
+"""What one user tower version carries besides its model: the catalog, the feature tables it
+was trained on, and the item embeddings (and FAISS index) its user embeddings are searched in.
+
+They belong to that version. A canary of ``user_tower`` is a new model with new item
+embeddings, possibly over a new catalog: searching its user embeddings in the old version's
+index, or reading features by the old version's ids, serves wrong items while every metric
+looks healthy. So a graph keeps these per user tower version, loaded once per version:
+experiment variants that pin the same version share the same objects.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.errors import InferenceError
+from inference.graph.catalog import Catalog
+from inference.graph.config import CacheConfig
+from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
+from inference.graph.stages import USER_TOWER, ItemSearch, Retriever
+from inference.runtime import ModelRuntime
+from training.errors import FactoryError
+
+
+@dataclass(frozen=True, eq=False)
+class TowerArtifacts:
+    """One user tower version's catalog, (cached) feature store and retriever, whose search
+    runs over that version's item embeddings and calls that version of the model."""
+
+    version: int
+    catalog: Catalog
+    features: CachedFeatureStore
+    retriever: Retriever
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        version: int,
+        runtime: ModelRuntime,
+        cache: CacheConfig,
+        on_lookup: Callable[[bool], None] | None = None,
+    ) -> TowerArtifacts:
+        """Read the version directory ``directory`` of ``user_tower`` ``version``."""
+        catalog = Catalog.load(directory)
+        features = CachedFeatureStore(EmbeddedFeatureStore(catalog), cache, on_lookup=on_lookup)
+        retriever = Retriever(runtime, ItemSearch(directory), {USER_TOWER: version})
+        return cls(version, catalog, features, retriever)
+
+
+class TowerArtifactCache:
+    """Per-version artifacts, each loaded on first use and then shared; thread-safe.
+
+    Loading runs under a lock so two threads asking for a new version load it once; a
+    version already loaded is answered without the lock (the request path asks often).
+    """
+
+    def __init__(self, load: Callable[[int], TowerArtifacts]) -> None:
+        self._load = load
+        self._loaded: dict[int, TowerArtifacts] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: int) -> TowerArtifacts:
+        """The artifacts of ``version``; InferenceError naming it if they cannot be read."""
+        found = self._loaded.get(version)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._loaded.get(version)
+            if found is None:
+                try:
+                    found = self._load(version)
+                except (OSError, ValueError, FactoryError) as exc:
+                    raise InferenceError(
+                        f"version {version}: cannot load its catalog, features and item index: "
+                        f"{exc}",
+                        model=USER_TOWER,
+                    ) from exc
+                self._loaded[version] = found
+            return found
+
+    def catalog(self, version: int) -> Catalog:
+        """The catalog of ``version``: what the ranker reads item features from."""
+        return self.get(version).catalog
+
+    @property
+    def versions(self) -> list[int]:
+        """The versions loaded so far, ascending."""
+        return sorted(self._loaded)
