@@ -22,10 +22,22 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from operators.crds.specs import GROUP, VERSION, ExperimentSpec, InferenceGraphSpec, ModelSpec
+from operators.crds.specs import (
+    EXPERIMENT_NAME,
+    GRAPH_NAME,
+    GROUP,
+    MODEL_NAME,
+    VERSION,
+    ExperimentSpec,
+    InferenceGraphSpec,
+    ModelSpec,
+    NameRule,
+)
 from operators.crds.status import ExperimentStatus, GraphStatus, ModelStatus
 
 _DROP = {"title", "$defs", "discriminator"}
+#: Keys whose values are data, not schemas: copied as they are, never translated.
+_LITERAL = {"enum", "examples", "x-kubernetes-validations"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class Kind:
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: tuple[tuple[str, str, str], ...]  # (name, type, jsonPath)
+    name_rule: NameRule  # what metadata.name must be, for the names made from it
 
     @property
     def crd_name(self) -> str:
@@ -62,6 +75,7 @@ KINDS = (
             ("Weight", "integer", ".status.canary.weight"),
             ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
         ),
+        MODEL_NAME,
     ),
     Kind(
         "InferenceGraph",
@@ -76,6 +90,7 @@ KINDS = (
             ("Canary", "string", ".status.canary"),
             ("Endpoint", "string", ".status.endpoint"),
         ),
+        GRAPH_NAME,
     ),
     Kind(
         "Experiment",
@@ -88,6 +103,7 @@ KINDS = (
             ("Phase", "string", ".status.phase"),
             ("State", "string", ".spec.state"),
         ),
+        EXPERIMENT_NAME,
     ),
 )
 
@@ -112,9 +128,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         if len(options) == 1:  # Optional[X]: the field is simply not required
-            rest = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
-            if node.get("default") is not None:
-                rest["default"] = node["default"]
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
             return _structural({**options[0], **rest}, defs)
         raise ValueError(f"unions other than Optional cannot be structural: {node}")
     out: dict[str, Any] = {}
@@ -123,6 +137,12 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "properties":
             out[key] = {name: _structural(v, defs) for name, v in value.items()}
+        elif key == "default":
+            default = _without_nulls(value)
+            if default is not None:  # a null default only says "unset": leave it out
+                out[key] = default
+        elif key in _LITERAL:
+            out[key] = copy.deepcopy(value)
         elif key == "const":
             out["enum"] = [value]
         elif key in ("exclusiveMinimum", "exclusiveMaximum"):
@@ -140,6 +160,33 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if out.get("type") == "object" and "properties" in out:
         out.pop("additionalProperties", None)  # structural schemas prune unknown fields
     return out
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with every ``null`` member of an object removed, at any depth.
+
+    pydantic writes an unset optional as ``null``, also inside the default of a nested model
+    (``autoscaling: {default: {targetP99Ms: null, ...}}``); the API server validates each
+    default against its schema, where no field is nullable, and refuses the whole CRD. A missing
+    key means the same to the operator (the field's default), so the nulls are dropped.
+    """
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        if any(v is None for v in value):  # dropping one would change the list's meaning
+            raise ValueError(f"a default holds a null list item, which no schema accepts: {value}")
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _metadata_schema(rule: NameRule) -> dict[str, Any]:
+    """``metadata`` with the name rule: the one constraint a structural schema may put there."""
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "pattern": rule.pattern, "maxLength": rule.max_length}
+        },
+    }
 
 
 def crd(kind: Kind) -> dict[str, Any]:
@@ -187,7 +234,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": _metadata_schema(kind.name_rule),
                                 "spec": openapi_schema(kind.spec),
                                 "status": openapi_schema(kind.status),
                             },

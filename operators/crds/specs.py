@@ -9,9 +9,19 @@ API; unknown fields are rejected rather than silently ignored.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from ab_router.design import SLUG_PATTERN
@@ -24,6 +34,82 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: A Kubernetes object name (RFC 1123 label), the form every referenced resource name takes.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+#: A DNS-1035 label, what a Service name must be: unlike RFC 1123 it starts with a letter.
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+#: The longest label (and so Service name) Kubernetes accepts.
+DNS_LABEL_MAX_LENGTH = 63
+
+#: What gets appended to an InferenceGraph's name to name the objects made for it: the
+#: operator's children (:func:`operators.reconcile.children.child_name`) and the chart's
+#: NodePort Service. The longest one bounds the graph's name.
+GRAPH_CHILD_SUFFIXES = ("-graph", "-triton", "-config", "-router", "-metrics", "-nodeport")
+
+#: A Model under canary is routed as the ab_router experiment ``canary-<model>``.
+CANARY_EXPERIMENT_PREFIX = "canary-"
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """What a resource's ``metadata.name`` must look like, because other names are made from it.
+
+    Kubernetes accepts any DNS-1123 subdomain (253 characters, may start with a digit) as a
+    custom resource's name, but the names derived from it are stricter: a graph named
+    ``2024-recs`` would be stored, and then its ``2024-recs-triton`` Service refused forever.
+    The CRD carries the rule (:func:`operators.crds.schema.crd`), so the API server refuses such
+    a resource at once; the chart's values schema carries it for the values that become names;
+    and the operator checks it too, for a resource stored before the rule existed.
+    """
+
+    pattern: str
+    max_length: int
+    shape: str  # the pattern in words
+    why: str  # the derived name; ``{name}`` stands for the name
+
+    def problem(self, name: str) -> str | None:
+        """Why ``name`` cannot be used, naming the derived object; ``None`` when it can."""
+        why = self.why.format(name=name)
+        if len(name) > self.max_length:
+            return (
+                f"metadata.name: {name!r} has {len(name)} characters, at most "
+                f"{self.max_length} fit: {why}"
+            )
+        if re.fullmatch(self.pattern, name) is None:
+            return f"metadata.name: {name!r} must {self.shape}: {why}"
+        return None
+
+
+_SLUG_SHAPE = "be lower-case letters and digits in words joined by single hyphens"
+
+GRAPH_NAME = NameRule(
+    DNS_1035_PATTERN,
+    DNS_LABEL_MAX_LENGTH - max(len(s) for s in GRAPH_CHILD_SUFFIXES),
+    "start with a lower-case letter, hold only lower-case letters, digits and '-', and end "
+    "with a letter or digit",
+    "its children are Services such as {name}-triton, which must be DNS-1035 labels of at "
+    "most 63 characters",
+)
+MODEL_NAME = NameRule(
+    SLUG_PATTERN,
+    DNS_LABEL_MAX_LENGTH - len(CANARY_EXPERIMENT_PREFIX),
+    _SLUG_SHAPE,
+    f"a canary of it is routed as the experiment {CANARY_EXPERIMENT_PREFIX}{{name}}, a slug "
+    "of at most 63 characters",
+)
+EXPERIMENT_NAME = NameRule(
+    SLUG_PATTERN,
+    DNS_LABEL_MAX_LENGTH,
+    _SLUG_SHAPE,
+    "the router's experiment {name} is a slug of at most 63 characters",
+)
+
+
+def graph_name_problem(name: str) -> str | None:
+    """Why an InferenceGraph cannot be called ``name`` (its children's names would be refused),
+    or ``None``. The CRD refuses such names; this catches one stored before it did."""
+    return GRAPH_NAME.problem(name)
+
+
 #: A version bump is judged step by step at these traffic percentages unless a policy says
 #: otherwise (the shape Flagger and Argo Rollouts default to).
 DEFAULT_STEPS = (5, 25, 50, 100)
@@ -35,6 +121,18 @@ _STEPS_RULES: list[JsonValue] = [
     },
     {"rule": "self[self.size() - 1] == 100", "message": "the last step must be 100"},
 ]
+
+#: The same check as :meth:`ReplicaBounds._ordered`, for the API server (>= 1.25; older ones
+#: ignore it and the operator's condition reports it instead).
+_BOUNDS_RULES: list[JsonValue] = [
+    {
+        "rule": "self.minReplicas <= self.maxReplicas",
+        "message": "minReplicas must be less than or equal to maxReplicas",
+    },
+]
+
+#: Where a graph's repository tarball may come from: what the init container's urllib fetches.
+URI_PATTERN = r"^https?://.+"
 
 
 def field_errors(prefix: str, err: ValidationError) -> str:
@@ -169,13 +267,26 @@ class ModelRepository(Spec):
     )
     uri: str | None = Field(
         default=None,
-        pattern=r"^(s3|gs|https?)://.+",
-        description="An object-store or HTTP location of a repository tarball, fetched by an "
-        "init container.",
+        description="An HTTP(S) location of a repository tarball, fetched by an init container "
+        "with Python's urllib. s3:// and gs:// are not fetched: use an HTTPS (presigned) URL, "
+        "or a PVC.",
+        # The CRD carries the pattern; _fetchable checks it here, with a message that says
+        # what to use instead (pydantic's own would only say "should match pattern").
+        json_schema_extra={"pattern": URI_PATTERN},
     )
     build: BuildSource | None = Field(
         default=None, description="Build it in an init container from a bundled dataset."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _fetchable(cls, uri: str | None) -> str | None:
+        if uri is not None and re.search(URI_PATTERN, uri) is None:
+            raise ValueError(
+                f"{uri!r}: s3:// and gs:// are not fetched (the init container reads http:// "
+                "and https:// only); use an HTTPS (presigned) URL or a PVC"
+            )
+        return uri
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -190,7 +301,12 @@ class ModelRepository(Spec):
 class RetrievalStage(Spec):
     """Two-tower retrieval. Fallback when late or failing: popular items for the demographic."""
 
-    model: str = Field(default="user-tower", pattern=NAME_PATTERN, description="Model resource.")
+    model: str = Field(
+        default="user-tower",
+        pattern=MODEL_NAME.pattern,
+        max_length=MODEL_NAME.max_length,
+        description="Model resource.",
+    )
     budget_ms: float = Field(default=15.0, gt=0, le=10_000)
     candidates: int = Field(default=1000, ge=1, le=10_000)
 
@@ -198,13 +314,17 @@ class RetrievalStage(Spec):
 class RankingStage(Spec):
     """Rankers blended by the combiner. Fallbacks: the other ranker, then retrieval order."""
 
-    models: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+    models: list[
+        Annotated[str, Field(pattern=MODEL_NAME.pattern, max_length=MODEL_NAME.max_length)]
+    ] = Field(
         default=["ranker-dcn", "ranker-mlp"],
         min_length=1,
         max_length=8,
         description="Ranker Model resources.",
     )
-    combiner: str = Field(default="combiner", pattern=NAME_PATTERN)
+    combiner: str = Field(
+        default="combiner", pattern=MODEL_NAME.pattern, max_length=MODEL_NAME.max_length
+    )
     budget_ms: float = Field(default=25.0, gt=0, le=10_000)
 
 
@@ -223,6 +343,10 @@ class Stages(Spec):
 
 
 class ReplicaBounds(Spec):
+    """The range the autoscaler keeps a deployment's replicas in."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _BOUNDS_RULES})
+
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=4, ge=1, le=1000)
 
@@ -266,6 +390,21 @@ class Monitoring(Spec):
     )
 
 
+class DisruptionBudget(Spec):
+    """The graph pods' PodDisruptionBudget (``policy/v1``, Kubernetes >= 1.21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Render a PodDisruptionBudget for the graph pods; off for clusters that "
+        "manage disruptions otherwise or lack policy/v1.",
+    )
+    max_unavailable: int = Field(
+        default=1,
+        ge=1,
+        description="Graph pods a voluntary disruption (drain, upgrade) may take down at once.",
+    )
+
+
 class InferenceGraphSpec(Spec):
     """The recommender graph: its stages, their models and budgets, and how it scales."""
 
@@ -275,8 +414,8 @@ class InferenceGraphSpec(Spec):
     autoscaling: Autoscaling = Autoscaling()
     experiment: str | None = Field(
         default=None,
-        pattern=SLUG_PATTERN,
-        max_length=63,
+        pattern=EXPERIMENT_NAME.pattern,
+        max_length=EXPERIMENT_NAME.max_length,
         description="The Experiment resource that splits this graph's traffic.",
     )
     event_store: str | None = Field(
@@ -288,6 +427,7 @@ class InferenceGraphSpec(Spec):
         default=None, description="Platform image; default: the operator's own setting."
     )
     monitoring: Monitoring = Monitoring()
+    disruption_budget: DisruptionBudget = DisruptionBudget()
 
     @property
     def model_names(self) -> list[str]:
@@ -325,7 +465,11 @@ class Metric(Spec):
 class ExperimentSpec(Spec):
     """An A/B test on a graph; the router's design (:mod:`ab_router.design`) as a resource."""
 
-    graph: str = Field(pattern=NAME_PATTERN, description="The InferenceGraph it runs on.")
+    graph: str = Field(
+        pattern=GRAPH_NAME.pattern,
+        max_length=GRAPH_NAME.max_length,
+        description="The InferenceGraph it runs on.",
+    )
     variants: list[Variant] = Field(
         min_length=2, max_length=16, description="Control first; weights sum to 100."
     )

@@ -102,6 +102,20 @@ serving.cascade.dev/graph: {{ .ctx.Values.graph.name }}
 {{- end }}
 {{- end }}
 
+{{/*
+Fail when a minReplicas exceeds its maxReplicas: JSON Schema cannot compare two values, and the
+API server would store the object (the InferenceGraph CRD's CEL rule needs Kubernetes >= 1.25;
+the RayService CRD has none), leaving the error to a controller's logs. Pass a dict with
+"bounds" (the map holding both keys) and "path" (its dotted name in the values).
+*/}}
+{{- define "cascade.checkReplicaBounds" -}}
+{{- $min := int .bounds.minReplicas }}
+{{- $max := int .bounds.maxReplicas }}
+{{- if gt $min $max }}
+{{- fail (printf "%s.minReplicas (%d) must not exceed %s.maxReplicas (%d)" .path $min .path $max) }}
+{{- end }}
+{{- end }}
+
 {{/* The claim that holds the model repository (source pvc). */}}
 {{- define "cascade.models.claimName" -}}
 {{- $pvc := .Values.graph.modelRepository.pvc }}

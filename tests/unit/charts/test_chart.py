@@ -10,13 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from pydantic import BaseModel
 
 from inference.graph.settings import GraphSettings
-from operators.crds.specs import API_VERSION, ExperimentSpec, InferenceGraphSpec, ModelSpec
+from operators.crds.specs import (
+    API_VERSION,
+    DNS_1035_PATTERN,
+    DNS_LABEL_MAX_LENGTH,
+    EXPERIMENT_NAME,
+    GRAPH_NAME,
+    MODEL_NAME,
+    URI_PATTERN,
+    ExperimentSpec,
+    InferenceGraphSpec,
+    ModelSpec,
+)
 from tests.unit.charts.rendering import (
     CHART,
     NAMESPACE,
@@ -169,6 +181,30 @@ def test_custom_resources_match_the_operator_specs(name: str) -> None:
     for experiment in experiments.values():
         assert isinstance(experiment, ExperimentSpec)
         assert experiment.graph == GRAPH
+
+
+def _crd_schemas() -> dict[str, dict[str, Any]]:
+    return {
+        c["spec"]["names"]["kind"]: c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for c in crds()
+        if c["spec"]["group"] == "serving.cascade.dev"
+    }
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_custom_resources_validate_against_the_crds(name: str) -> None:
+    """What the API server checks before the operator sees anything: the CRD's schema,
+    ``metadata.name`` included (draft 4, as OpenAPI v3; CEL rules are checked in the operator
+    tests)."""
+    schemas = _crd_schemas()
+    for doc in scenario(name):
+        if group(doc) != "serving.cascade.dev":
+            continue
+        try:
+            jsonschema.Draft4Validator(schemas[doc["kind"]]).validate(doc)
+        except jsonschema.ValidationError as exc:
+            at = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']}: {at}: {exc.message}")
 
 
 def test_the_quickstart_graph_builds_its_models() -> None:
@@ -453,6 +489,36 @@ def test_peering_object_and_disruption_budget() -> None:
     assert "--standalone" not in operator_args(forced)
 
 
+def test_the_disruption_budget_can_be_left_out() -> None:
+    """policy/v1 needs Kubernetes >= 1.21; the e2e tests run a 1.20 API server."""
+    values = {"operator": {"replicas": 2, "podDisruptionBudget": {"enabled": False}}}
+    docs = render(values)
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert not of_kind(docs, "PodDisruptionBudget")
+
+
+#: What a Kubernetes 1.20 API server serves of the built-in groups the chart uses.
+KUBE_1_20_APIS = {
+    "v1",
+    "apps/v1",
+    "rbac.authorization.k8s.io/v1",
+    "networking.k8s.io/v1",
+    "apiextensions.k8s.io/v1",
+    "policy/v1beta1",
+}
+
+
+def test_a_kube_1_20_install_uses_only_apis_it_serves() -> None:
+    """Every optional piece on, the disruption budget off: nothing built-in that 1.20 lacks."""
+    values = scenario_values("monitoring")
+    values["operator"]["podDisruptionBudget"] = {"enabled": False}
+    docs = render(values) + crds()
+    assert of_kind(docs, "NetworkPolicy")
+    assert of_kind(docs, "ConfigMap")  # the dashboards
+    served = {d["apiVersion"] for d in docs if group(d) not in CUSTOM_GROUPS}
+    assert served <= KUBE_1_20_APIS, served - KUBE_1_20_APIS
+
+
 # -- the graph's children -------------------------------------------------------------------
 
 GRAPH_POD_LABELS = {
@@ -580,8 +646,27 @@ def test_rayservice_builds_models_in_an_init_container() -> None:
         ({"podSecurityContext": {"runAsUser": 0}}, r"/podSecurityContext/runAsUser"),
         ({"graph": {"nodePort": 80}}, r"/graph/nodePort"),
         ({"tests": {"resources": {"limits": {"gpu": 1}}}}, r"/tests/resources/limits.*gpu"),
+        ({"graph": {"name": "2024-recs"}}, r"/graph/name"),
+        ({"graph": {"name": "g" * (GRAPH_NAME.max_length + 1)}}, r"/graph/name"),
+        ({"graph": {"modelRepository": {"uri": "s3://b/m.tgz"}}}, r"/graph/modelRepository/uri"),
+        ({"graph": {"modelRepository": {"uri": "gs://b/m.tgz"}}}, r"/graph/modelRepository/uri"),
+        ({"graph": {"stages": {"ranking": {"combiner": "a--b"}}}}, r"/graph/stages/ranking"),
+        ({"operator": {"podDisruptionBudget": {"enable": False}}}, r"/operator/podDisruption"),
     ],
-    ids=["typo", "wrong-type", "enum", "root-user", "nodeport-range", "nested-definition"],
+    ids=[
+        "typo",
+        "wrong-type",
+        "enum",
+        "root-user",
+        "nodeport-range",
+        "nested-definition",
+        "graph-name-digit",
+        "graph-name-long",
+        "uri-s3",
+        "uri-gs",
+        "model-name",
+        "pdb-typo",
+    ],
 )
 def test_schema_rejects_bad_values_naming_them(values: dict[str, Any], expected: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=expected):
@@ -598,7 +683,7 @@ def test_schema_rejects_bad_values_naming_them(values: dict[str, Any], expected:
         (
             {
                 "rayService": {"enabled": True},
-                "graph": {"modelRepository": {"source": "uri", "uri": "s3://b/m.tgz"}},
+                "graph": {"modelRepository": {"source": "uri", "uri": "https://b/m.tgz"}},
             },
             "rayService.enabled",
         ),
@@ -608,6 +693,107 @@ def test_schema_rejects_bad_values_naming_them(values: dict[str, Any], expected:
 def test_inconsistent_values_fail_with_a_message(values: dict[str, Any], expected: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=re.escape(expected)):
         render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "path"),
+    [
+        ({"graph": {"autoscaling": {"graph": {"minReplicas": 9, "maxReplicas": 2}}}}, "graph"),
+        ({"graph": {"autoscaling": {"triton": {"minReplicas": 5, "maxReplicas": 4}}}}, "triton"),
+        (
+            {
+                "rayService": {"enabled": True, "worker": {"minReplicas": 9, "maxReplicas": 2}},
+                "graph": {"modelRepository": {"source": "build"}},
+            },
+            "worker",
+        ),
+    ],
+    ids=["graph", "triton", "ray-worker"],
+)
+def test_min_replicas_above_max_fails_naming_both(values: dict[str, Any], path: str) -> None:
+    """JSON Schema cannot compare two values; the templates do, before anything is applied."""
+    prefix = {"graph": "graph.autoscaling.graph", "triton": "graph.autoscaling.triton"}.get(
+        path, "rayService.worker"
+    )
+    with pytest.raises(helm.HelmRenderError) as err:
+        render(values)
+    assert f"{prefix}.minReplicas (" in str(err.value)
+    assert f"must not exceed {prefix}.maxReplicas (" in str(err.value)
+
+
+def replica_pairs(node: Any, path: str = "") -> set[str]:
+    """Dotted paths of the maps in the values that hold both minReplicas and maxReplicas."""
+    if not isinstance(node, dict):
+        return set()
+    found = {path} if {"minReplicas", "maxReplicas"} <= set(node) else set()
+    for key, child in node.items():
+        found |= replica_pairs(child, f"{path}.{key}" if path else key)
+    return found
+
+
+def test_every_min_max_replica_pair_in_the_values_is_checked() -> None:
+    """A new pair in values.yaml needs a cascade.checkReplicaBounds call in a template."""
+    templates = "".join(p.read_text() for p in (CHART / "templates").rglob("*.yaml"))
+    checked = set(
+        re.findall(
+            r'include "cascade\.checkReplicaBounds" \(dict "bounds" \S+ "path" "([\w.]+)"\)',
+            templates,
+        )
+    )
+    assert replica_pairs(chart().values) == checked
+    assert checked == {"graph.autoscaling.graph", "graph.autoscaling.triton", "rayService.worker"}
+
+
+def test_equal_replica_bounds_render() -> None:
+    bounds = {"minReplicas": 3, "maxReplicas": 3}
+    graph = one(render({"graph": {"autoscaling": {"graph": bounds}}}), "InferenceGraph")
+    assert graph["spec"]["autoscaling"]["graph"] == bounds
+
+
+def _value_schema(*path: str) -> dict[str, Any]:
+    schema: Any = chart().schema
+    for key in path:
+        schema = schema["properties"][key] if key != "[]" else schema["items"]
+    assert isinstance(schema, dict)
+    return schema
+
+
+def test_values_schema_carries_the_operators_name_rules() -> None:
+    """values.schema.json is a committed file: it must say what operators/crds/specs.py says."""
+    name = _value_schema("graph", "name")
+    assert (name["pattern"], name["maxLength"]) == (GRAPH_NAME.pattern, GRAPH_NAME.max_length)
+    for path in (
+        ("graph", "stages", "retrieval", "model"),
+        ("graph", "stages", "ranking", "models", "[]"),
+        ("graph", "stages", "ranking", "combiner"),
+    ):
+        model = _value_schema(*path)
+        assert (model["pattern"], model["maxLength"]) == (
+            MODEL_NAME.pattern,
+            MODEL_NAME.max_length,
+        ), path
+    experiment = _value_schema("experiment", "name")
+    assert (experiment["pattern"], experiment["maxLength"]) == (
+        EXPERIMENT_NAME.pattern,
+        EXPERIMENT_NAME.max_length,
+    )
+    uri = _value_schema("graph", "modelRepository", "uri")
+    assert uri["pattern"] == f"^$|{URI_PATTERN}"
+
+
+def test_the_longest_graph_name_gives_valid_names() -> None:
+    """Every object named after the graph, the chart's NodePort Service included, fits."""
+    longest = "g" * GRAPH_NAME.max_length
+    values = {**scenario_values("monitoring"), "graph": {"name": longest, "nodePort": 30080}}
+    docs = render(values)
+    derived = [d for d in docs if d["metadata"]["name"].startswith(longest)]
+    assert {d["kind"] for d in derived} >= {"InferenceGraph", "Service", "NetworkPolicy"}
+    for doc in derived:
+        name = doc["metadata"]["name"]
+        assert len(name) <= DNS_LABEL_MAX_LENGTH, name
+        assert re.fullmatch(DNS_1035_PATTERN, name), name
+    schemas = _crd_schemas()
+    jsonschema.Draft4Validator(schemas["InferenceGraph"]).validate(one(docs, "InferenceGraph"))
 
 
 #: Objects the schema leaves open on purpose: each is checked where it is consumed.
