@@ -81,8 +81,14 @@ async def _operate(args: argparse.Namespace) -> None:
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """In a pod its service account, elsewhere the kubeconfig (as kubectl does)."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        """In a pod its service account, elsewhere the kubeconfig (as kubectl does).
+
+        Through the ``kubernetes`` client, the same loading :meth:`Kube.from_environment` uses:
+        in a pod it finds the API server from ``KUBERNETES_SERVICE_HOST``/``_PORT`` as client-go
+        does (kopf's own service-account login assumes ``kubernetes.default.svc:443``, which a
+        pod with host networking or its own DNS policy cannot resolve).
+        """
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:

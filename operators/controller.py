@@ -30,6 +30,7 @@ from operators.crds.specs import (
     InferenceGraphSpec,
     ModelSpec,
     field_errors,
+    graph_name_problem,
 )
 from operators.crds.status import (
     CanaryStatus,
@@ -41,8 +42,8 @@ from operators.crds.status import (
     read_status,
     set_condition,
 )
-from operators.k8s.client import KINDS, Kube, resource
-from operators.reconcile import autoscale, canary
+from operators.k8s.client import KINDS, Kube, NotFound, resource
+from operators.reconcile import autoscale, canary, rollout
 from operators.reconcile.children import (
     GRAPH_HTTP,
     GRAPH_LABEL,
@@ -76,6 +77,10 @@ RESYNC_S = 60.0
 #: How long a discovery answer (is the ServiceMonitor CRD installed?) is trusted, seconds.
 DISCOVERY_TTL_S = 5.0
 
+#: Optional APIs a graph's children use, as (apiVersion, plural) for discovery.
+SERVICE_MONITORS = ("monitoring.coreos.com/v1", "servicemonitors")
+DISRUPTION_BUDGETS = ("policy/v1", "poddisruptionbudgets")
+
 S = TypeVar("S", bound=BaseModel)
 
 #: Emits a Kubernetes event on an object: (body, type, reason, message).
@@ -107,7 +112,7 @@ class Controller:
         self.clock = clock
         self._events = events
         self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._monitors: tuple[bool, float] | None = None
+        self._discovered: dict[tuple[str, str], tuple[bool, float]] = {}
         # One reconcile per object at a time: handlers, ticks and model changes all reconcile
         # graphs, and concurrent ones would only fail each other's status writes with 409s.
         self._locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -185,6 +190,10 @@ class Controller:
         except ValidationError as err:
             await self._invalid("InferenceGraph", body, status, field_errors("spec", err))
             return
+        problem = graph_name_problem(name)  # the CRD refuses these; older objects may remain
+        if problem is not None:
+            await self._invalid("InferenceGraph", body, status, problem)
+            return
 
         models = {m["metadata"]["name"]: m for m in await self.kube.list(MODELS, ns)}
         plan = serving_plan(spec, models)
@@ -200,10 +209,17 @@ class Controller:
             return
 
         experiments = await self._experiments_for(ns, name)
-        replicas = await self._live_replicas(ns, name)
+        deployments = await self._live_deployments(ns, name)
+        replicas = {
+            role: int(d["spec"]["replicas"])
+            for role, d in deployments.items()
+            if d is not None and d.get("spec", {}).get("replicas") is not None
+        }
         new_status = status
         if rescale and spec.autoscaling.enabled:
             new_status, replicas = await self._rescale(ns, name, spec, status, replicas)
+        monitors_served = await self._serves(*SERVICE_MONITORS)
+        budgets_served = await self._serves(*DISRUPTION_BUDGETS)
         inputs = GraphInputs(
             name=name,
             namespace=ns,
@@ -214,7 +230,8 @@ class Controller:
             canary=route,
             experiments=tuple(experiments),
             replicas=replicas,
-            service_monitor=await self._serves_service_monitors(),
+            service_monitor=monitors_served,
+            disruption_budget=budgets_served,
         )
         children = render(inputs)
         for child in children:
@@ -231,19 +248,92 @@ class Controller:
         message = f"{len(children)} children applied; serving {_versions_text(versions)}"
         if route is not None:
             message += f"; canary {route.model} v{route.version} at {route.weight}%"
+        state = rollout.judge(deployments, rendered)
+        conditions = new_status.conditions
+        for type_, view in (("Available", state.available), ("Progressing", state.progressing)):
+            conditions = self._condition(conditions, type_, view, generation)
+        if state.serving:
+            conditions = self._ready(conditions, True, "Reconciled", message, generation)
+        else:
+            reason = state.available.reason
+            conditions = self._ready(conditions, False, reason, state.available.message, generation)
+        conditions = self._optional_api_condition(
+            body,
+            conditions,
+            "ServiceMonitor",
+            spec.monitoring.service_monitor,
+            monitors_served,
+            generation,
+            "monitoring.coreos.com/v1 ServiceMonitor is not served (is the Prometheus Operator "
+            "installed?): none created; scrape the graph's pods another way or set "
+            "spec.monitoring.serviceMonitor: false",
+        )
+        conditions = self._optional_api_condition(
+            body,
+            conditions,
+            "DisruptionBudget",
+            spec.disruption_budget.enabled,
+            budgets_served,
+            generation,
+            "policy/v1 PodDisruptionBudget is not served (Kubernetes < 1.21): none created; "
+            "set spec.disruptionBudget.enabled: false to silence this",
+        )
         new_status = new_status.model_copy(
             update={
                 "replicas": rendered,
                 "model_versions": versions,
                 "canary": route.model if route else "",
                 "endpoint": f"http://{child_name(name, 'graph')}.{ns}.svc:{GRAPH_HTTP}",
-                "conditions": self._ready(
-                    new_status.conditions, True, "Reconciled", message, generation
-                ),
+                "conditions": conditions,
                 "observed_generation": generation,
             }
         )
         await self._write_status("InferenceGraph", body, status, new_status)
+
+    def _condition(
+        self,
+        conditions: list[Condition],
+        type_: str,
+        view: rollout.ConditionView,
+        generation: int | None,
+    ) -> list[Condition]:
+        return set_condition(
+            conditions,
+            type_,
+            view.status,
+            view.reason,
+            view.message,
+            generation=generation,
+            now=self.clock(),
+        )
+
+    def _optional_api_condition(
+        self,
+        body: dict[str, Any],
+        conditions: list[Condition],
+        kind: str,
+        wanted: bool,
+        served: bool,
+        generation: int | None,
+        missing: str,
+    ) -> list[Condition]:
+        """A condition of type ``kind``: whether the child of an optional API was created.
+
+        A cluster without the Prometheus Operator (the kind quickstart) or without
+        ``policy/v1`` is normal: the graph serves all the same, and the condition says why
+        the child does not exist. Logged once per change, not per reconcile.
+        """
+        if not wanted:
+            return [c for c in conditions if c.type != kind]
+        if served:
+            view = rollout.ConditionView("True", "Created", f"{kind} applied")
+        else:
+            view = rollout.ConditionView("False", "APINotServed", missing)
+        before = next((c for c in conditions if c.type == kind), None)
+        if before is None or before.status != view.status:
+            meta = body["metadata"]
+            log.info("%s/%s: %s", meta["namespace"], meta["name"], view.message)
+        return self._condition(conditions, kind, view, generation)
 
     async def _apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply, skipped when the same rendering was applied recently.
@@ -260,24 +350,24 @@ class Controller:
         await self.kube.apply(obj)
         self._applied[key] = (digest, now)
 
-    async def _serves_service_monitors(self) -> bool:
-        """Whether the Prometheus Operator's CRD is installed (discovery, cached briefly)."""
+    async def _serves(self, api_version: str, plural: str) -> bool:
+        """Whether the cluster serves an optional API (discovery, cached briefly)."""
         now = time.monotonic()
-        if self._monitors is None or now - self._monitors[1] > DISCOVERY_TTL_S:
-            found = await self.kube.serves("monitoring.coreos.com/v1", "servicemonitors")
-            self._monitors = (found, now)
-        return self._monitors[0]
+        cached = self._discovered.get((api_version, plural))
+        if cached is None or now - cached[1] > DISCOVERY_TTL_S:
+            cached = (await self.kube.serves(api_version, plural), now)
+            self._discovered[(api_version, plural)] = cached
+        return cached[0]
 
-    async def _live_replicas(self, ns: str, graph: str) -> dict[str, int]:
-        """What the Deployments run now: the autoscaler's starting point, kept on re-render."""
-        out = {}
-        for role in ("graph", "triton"):
-            live = await self.kube.get(
-                resource("apps/v1", "Deployment"), ns, child_name(graph, role)
-            )
-            if live is not None and live.get("spec", {}).get("replicas") is not None:
-                out[role] = int(live["spec"]["replicas"])
-        return out
+    async def _live_deployments(self, ns: str, graph: str) -> dict[str, dict[str, Any] | None]:
+        """The graph's Deployments as they are now (``None``: not created yet): their replicas
+        are the autoscaler's starting point, kept on re-render, and their status says whether
+        the graph serves."""
+        deployments = resource("apps/v1", "Deployment")
+        return {
+            role: await self.kube.get(deployments, ns, child_name(graph, role))
+            for role in ("graph", "triton")
+        }
 
     async def _experiments_for(self, ns: str, graph: str) -> list[ExperimentDesign]:
         designs = []
@@ -348,9 +438,11 @@ class Controller:
         selector = f"{GRAPH_LABEL}={graph},app.kubernetes.io/managed-by={MANAGER}"
         for api_version, kind in OWNED:
             res = KINDS[(api_version, kind)]
-            if kind == "ServiceMonitor" and not await self._serves_service_monitors():
+            try:
+                found = await self.kube.list(res, ns, label_selector=selector)
+            except NotFound:  # an optional API this cluster does not serve: nothing to prune
                 continue
-            for obj in await self.kube.list(res, ns, label_selector=selector):
+            for obj in found:
                 if (api_version, kind, obj["metadata"]["name"]) not in keep:
                     log.info("%s/%s: deleting %s %s", ns, graph, kind, obj["metadata"]["name"])
                     await self.kube.delete(res, ns, obj["metadata"]["name"])

@@ -163,12 +163,16 @@ class Kube:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
-        payload: dict[str, Any] = json.loads(text) if text else {}
         if status >= 400:
-            reason = str(payload.get("reason", "Error"))
-            message = str(payload.get("message", text[:500]))
+            reason, message = _failure(status, text)
             kind = NotFound if status == 404 else Conflict if status == 409 else KubeError
             raise kind(status, reason, f"{method} {path}: {message}")
+        try:
+            payload: dict[str, Any] = json.loads(text) if text else {}
+        except ValueError as exc:
+            raise KubeError(
+                status, "BadResponse", f"{method} {path}: not JSON: {text[:200]!r}"
+            ) from exc
         return payload
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -229,10 +233,29 @@ class Kube:
             )
 
     async def serves(self, api_version: str, plural: str) -> bool:
-        """Whether the cluster serves ``plural`` in ``api_version`` (is the CRD installed?)."""
+        """Whether the cluster serves ``plural`` in ``api_version`` (is the CRD installed?).
+
+        An API group nobody installed is a 404 (in plain text, from a real server): ``False``.
+        Other failures (no permission, an aggregated API down) raise, so a caller never
+        mistakes a broken cluster for a missing optional API.
+        """
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
             payload = await self._call("GET", path)
-        except KubeError:
+        except NotFound:
             return False
         return any(r.get("name") == plural for r in payload.get("resources", []))
+
+
+def _failure(status: int, text: str) -> tuple[str, str]:
+    """(reason, message) of a failed call. The API server answers with a JSON ``Status``, but
+    not always: an unserved API group is a plain-text ``404 page not found``, and a proxy in
+    front of the server may answer in HTML."""
+    try:
+        payload = json.loads(text) if text else {}
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and payload.get("kind") == "Status":
+        return str(payload.get("reason") or "Error"), str(payload.get("message") or text[:500])
+    reason = {404: "NotFound", 409: "Conflict", 403: "Forbidden", 401: "Unauthorized"}
+    return reason.get(status, "Error"), text.strip()[:500] or f"HTTP {status}"

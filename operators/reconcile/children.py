@@ -89,7 +89,10 @@ class GraphInputs:
     canary: CanaryRoute | None = None
     experiments: tuple[ExperimentDesign, ...] = ()
     replicas: dict[str, int] = field(default_factory=dict)
+    #: Whether the cluster serves the Prometheus Operator's ServiceMonitor.
     service_monitor: bool = False
+    #: Whether the cluster serves ``policy/v1`` PodDisruptionBudgets (Kubernetes >= 1.21).
+    disruption_budget: bool = True
 
 
 def child_name(graph: str, component: str) -> str:
@@ -188,8 +191,9 @@ def render(inputs: GraphInputs) -> list[dict[str, Any]]:
         ),
         _graph_deployment(inputs, digest),
         _service(inputs, "graph", [("http", GRAPH_HTTP), ("grpc", GRAPH_GRPC)]),
-        _pdb(inputs),
     ]
+    if inputs.disruption_budget and inputs.spec.disruption_budget.enabled:
+        children.append(_pdb(inputs))
     if inputs.service_monitor and inputs.spec.monitoring.service_monitor:
         children.append(_service_monitor(inputs))
     return children
@@ -337,6 +341,8 @@ def _triton_deployment(inputs: GraphInputs) -> dict[str, Any]:
         "triton",
         "--repo",
         MODELS_DIR,
+        "--host",
+        "0.0.0.0",
         "--http-port",
         str(TRITON_HTTP),
         "--grpc-port",
@@ -420,7 +426,10 @@ def _pdb(inputs: GraphInputs) -> dict[str, Any]:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _meta(inputs, "graph"),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(inputs.name, "graph")}},
+        "spec": {
+            "maxUnavailable": inputs.spec.disruption_budget.max_unavailable,
+            "selector": {"matchLabels": selector(inputs.name, "graph")},
+        },
     }
 
 

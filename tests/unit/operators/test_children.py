@@ -71,6 +71,28 @@ def test_service_monitor_only_where_the_crd_exists_and_wanted() -> None:
     )
 
 
+def test_disruption_budget_only_where_policy_v1_is_served_and_wanted() -> None:
+    pdb = by_kind(render(inputs()))[("PodDisruptionBudget", "recs-graph")]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert ("PodDisruptionBudget", "recs-graph") not in by_kind(
+        render(inputs(disruption_budget=False))
+    )
+    off = InferenceGraphSpec.model_validate(
+        {"modelRepository": {"build": {}}, "disruptionBudget": {"enabled": False}}
+    )
+    assert ("PodDisruptionBudget", "recs-graph") not in by_kind(render(inputs(spec=off)))
+    two = InferenceGraphSpec.model_validate(
+        {"modelRepository": {"build": {}}, "disruptionBudget": {"maxUnavailable": 2}}
+    )
+    assert (
+        by_kind(render(inputs(spec=two)))[("PodDisruptionBudget", "recs-graph")]["spec"][
+            "maxUnavailable"
+        ]
+        == 2
+    )
+
+
 def test_graph_config_is_a_valid_graph_config_with_the_stable_versions() -> None:
     children = by_kind(render(inputs()))
     text = children[("ConfigMap", "recs-config")]["data"]["graph.yaml"]
@@ -177,6 +199,16 @@ def test_graph_talks_to_its_triton() -> None:
         "metadata"
     ]["labels"]
     assert selector.items() <= triton_labels.items()
+
+
+def test_both_servers_listen_beyond_loopback() -> None:
+    """The Services and probes reach the pod's IP, not 127.0.0.1."""
+    children = by_kind(render(inputs()))
+    for name in ("recs-graph", "recs-triton"):
+        command = children[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0][
+            "command"
+        ]
+        assert command[command.index("--host") + 1] == "0.0.0.0", name
 
 
 def test_the_graph_runtime_reads_the_canary_split() -> None:
