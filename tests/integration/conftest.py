@@ -57,23 +57,6 @@ def built_repo(built: tuple[BuildConfig, BuildResult]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def movielens_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real MovieLens-100k build with short training: the graph's tests need real titles,
-    genres and demographics, not the exact quality of the full build."""
-    out = tmp_path_factory.mktemp("movielens")
-    config = BuildConfig(
-        dataset="movielens-100k",
-        out=out / "model_repo",
-        report_dir=out / "reports",
-        retrieval_epochs=5,
-        ranking_epochs=1,
-        progress=False,
-    )
-    publish(config, train_all(config, load_dataset(config)))
-    return config.out
-
-
-@pytest.fixture(scope="session")
 def triton(built_repo: Path) -> Iterator[TritonServer]:
     """One real tritonserver per test session, serving ``built_repo`` through the shim."""
     with TritonServer(built_repo) as server:

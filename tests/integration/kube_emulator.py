@@ -8,11 +8,19 @@ store, request records and discovery endpoints; ``KubeEmulator`` serves it over 
 a background thread and writes a kubeconfig, so a ``cascade operator`` subprocess (kopf plus
 the official ``kubernetes`` client) and aiohttp-based clients talk to it like to a cluster.
 
+Where kube-apiserver 1.20 (what the e2e tier runs) is strict, the emulator is too, because a
+looser emulator hides bugs until a cluster finds them: the chart's CRDs are installed at start
+and custom resources are pruned, defaulted and validated against their schemas (422 ``Invalid``
+with 1.20's messages; ``kube_emulator_schema`` holds these rules); names are validated per kind
+(DNS-1035 labels for Services, ...); and paths under a group/version nobody serves answer 404
+with ``404 page not found`` in plain text, not a ``Status``.
+
 Known simplifications: server-side apply merges the applied fields into the object (dicts
 recursively, lists replaced) without field ownership, so it never reports field conflicts and
 never prunes fields a manager stopped applying; strategic-merge patches are merge patches (no
 ``$patch`` directives, lists replaced); garbage collection and namespace deletion are
-synchronous; there is no admission, schema validation, authentication or ``dryRun``.
+synchronous; namespaces need not exist; built-in kinds keep unknown fields and are not
+validated beyond their names; there is no other admission, no authentication and no ``dryRun``.
 """
 
 from __future__ import annotations
@@ -40,6 +48,17 @@ import jsonpointer
 import kmock
 import yaml
 
+from tests.integration.kube_emulator_schema import (
+    CrdSchema,
+    FieldError,
+    coerce_metadata,
+    crd_schema_errors,
+    go_json_numbers,
+    invalid_message,
+    name_errors,
+    name_rule,
+)
+
 T = TypeVar("T")
 Obj = dict[str, Any]
 Requirement = tuple[str, str, frozenset[str]]  # (label key or field path, operator, values)
@@ -64,8 +83,11 @@ SERVER_MANAGED = (
     "name",
     "namespace",
 )
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's: no vowels, no lookalikes
+
+
+def _builtin_group(group: str) -> bool:
+    return group in BUILTIN_GROUPS or group.endswith(".k8s.io")
 
 
 @dataclass(frozen=True)
@@ -97,7 +119,12 @@ class ResourceSpec:
 
     @property
     def builtin(self) -> bool:
-        return self.group in BUILTIN_GROUPS or self.group.endswith(".k8s.io")
+        return _builtin_group(self.group)
+
+    @property
+    def group_kind(self) -> str:
+        """How the API server names the kind in 422 messages: ``Kind.group``."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def crd_name(self) -> str:
@@ -154,6 +181,8 @@ DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
 # Off by default: the operator creates ServiceMonitors only where the Prometheus CRD exists.
 SERVICE_MONITORS = ResourceSpec("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
 DEFAULT_NAMESPACES = ("default", "kube-system")
+# The chart's CRDs: installed at start, so custom resources meet the schemas a cluster applies.
+CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "cascade" / "crds"
 
 
 class ApiError(Exception):
@@ -183,6 +212,18 @@ class ApiError(Exception):
         return body
 
 
+NOT_FOUND_BUILTIN = "the server could not find the requested resource"  # go-restful's 404
+
+
+class PageNotFound(ApiError):
+    """A path no API serves (e.g. a group/version without CRD): the Go mux's plain-text 404."""
+
+    BODY = b"404 page not found\n"
+
+    def __init__(self) -> None:
+        super().__init__(404, "NotFound", self.BODY.decode().strip())
+
+
 def _bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
@@ -201,8 +242,23 @@ def _conflict(spec: ResourceSpec, name: str, why: str) -> ApiError:
 
 
 def _invalid(spec: ResourceSpec, name: str, why: str) -> ApiError:
-    message = f'{spec.kind} "{name}" is invalid: {why}'
-    return ApiError(422, "Invalid", message, _details(spec, name))
+    message = f'{spec.group_kind} "{name}" is invalid: {why}'
+    return ApiError(422, "Invalid", message, _invalid_details(spec, name, []))
+
+
+def _invalid_fields(spec: ResourceSpec, name: str, errors: list[FieldError]) -> ApiError:
+    """The 422 of ``apierrors.NewInvalid``: every field error a cause, the message joins them."""
+    message = invalid_message(spec.group_kind, name, errors)
+    return ApiError(422, "Invalid", message, _invalid_details(spec, name, errors))
+
+
+def _invalid_details(spec: ResourceSpec, name: str, errors: list[FieldError]) -> Obj:
+    # Unlike NotFound's (the plural), an Invalid's details name the kind; empty keys are omitted.
+    details = {"name": name, "group": spec.group, "kind": spec.kind}
+    result: Obj = {k: v for k, v in details.items() if v}
+    if errors:
+        result["causes"] = [e.cause() for e in errors]
+    return result
 
 
 def _now() -> str:
@@ -420,6 +476,12 @@ def _crd_version(spec: ResourceSpec) -> Obj:
 
 def _crd_specs(crd: Obj) -> list[ResourceSpec]:
     """The resources a CRD object serves; a malformed CRD is a 422 like in a cluster."""
+    return [spec for spec, _ in _crd_served(crd)]
+
+
+def _crd_served(crd: Obj) -> list[tuple[ResourceSpec, CrdSchema]]:
+    """The resources a CRD object serves, each with its version's schema; a malformed CRD (or
+    one whose schemas the API server refuses) is a 422 like in a cluster."""
     spec, name = crd.get("spec") or {}, crd.get("metadata", {}).get("name", "")
     names = spec.get("names") or {}
     group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
@@ -429,17 +491,33 @@ def _crd_specs(crd: Obj) -> list[ResourceSpec]:
             name,
             "spec.group, spec.names.plural/kind are required and the name must be <plural>.<group>",
         )
+    errors = crd_schema_errors(crd)
+    if errors:
+        raise _invalid_fields(CRDS, name, errors)
     return [
-        ResourceSpec(
-            group,
-            version["name"],
-            plural,
-            kind,
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            subresources=frozenset(version.get("subresources") or {}),
+        (
+            ResourceSpec(
+                group,
+                version["name"],
+                plural,
+                kind,
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                subresources=frozenset(version.get("subresources") or {}),
+            ),
+            CrdSchema(version["schema"]["openAPIV3Schema"]),
         )
         for version in spec.get("versions") or []
         if version.get("served", True)
+    ]
+
+
+def load_crds(directory: Path = CHART_CRDS) -> list[Obj]:
+    """The CustomResourceDefinitions in a folder's YAML files (the chart's by default)."""
+    return [
+        doc
+        for path in sorted(directory.glob("*.yaml"))
+        for doc in yaml.load_all(path.read_text(), Loader=_YamlLoader)
+        if isinstance(doc, dict) and doc.get("kind") == CRDS.kind
     ]
 
 
@@ -453,9 +531,15 @@ class ApiServer(kmock.KubernetesEmulator):
 
     bookmark_interval = 30.0  # seconds; kopf reconnects a watch silent for 70 s
 
-    def __init__(self, resources: Iterable[ResourceSpec] = DEFAULT_RESOURCES) -> None:
+    def __init__(
+        self,
+        resources: Iterable[ResourceSpec] = DEFAULT_RESOURCES,
+        crds: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
         super().__init__()
         self.specs: dict[tuple[str, str, str], ResourceSpec] = {}
+        # The schema of each custom resource (by spec.key), from its CRD object.
+        self.schemas: dict[tuple[str, str, str], CrdSchema] = {}
         self.internal_errors: list[str] = []
         self._rv = 0
         self._log: list[_Event] = []
@@ -465,6 +549,8 @@ class ApiServer(kmock.KubernetesEmulator):
         for spec in resources:
             if spec.builtin:
                 self._register(spec)
+        for crd in crds:  # before the custom resources: they are served from these if listed
+            self.create_object(CRDS, None, copy.deepcopy(dict(crd)))
         for spec in resources:
             self.add_resource(spec)
         for name in DEFAULT_NAMESPACES:
@@ -473,7 +559,8 @@ class ApiServer(kmock.KubernetesEmulator):
     # -- the resource table ---------------------------------------------------------------
 
     def add_resource(self, spec: ResourceSpec) -> None:
-        """Serve ``spec``: built-ins directly, custom resources through their CRD object."""
+        """Serve ``spec``: built-ins directly, custom resources through their CRD object (an
+        installed CRD serves it as it is; a new one keeps any fields, like a schemaless CRD)."""
         if spec.builtin:
             self._register(spec)
             return
@@ -515,12 +602,25 @@ class ApiServer(kmock.KubernetesEmulator):
 
     def _sync_crd(self, old: Obj | None, new: Obj | None) -> None:
         before = _crd_specs(old) if old is not None else []
-        after = _crd_specs(new) if new is not None else []
+        after = _crd_served(new) if new is not None else []
         for spec in before:
-            if spec not in after:
+            if spec not in [s for s, _ in after]:
                 self._unregister(spec)
-        for spec in after:
+                self.schemas.pop(spec.key, None)
+        for spec, schema in after:
             self._register(spec)
+            previous = self.schemas.get(spec.key)
+            self.schemas[spec.key] = schema
+            if previous is not None and previous.schema != schema.schema:
+                self._reread(spec, schema)
+
+    def _reread(self, spec: ResourceSpec, schema: CrdSchema) -> None:
+        """After a schema change the server decodes stored objects with the new schema (pruned,
+        defaulted) on every read, without writing them: store that view, at the same version."""
+        for _, obj in list(self._live(spec)):
+            decoded = go_json_numbers(schema.normalize(obj))
+            if decoded != obj:
+                self._put(spec, decoded)
 
     async def _serve_api(self, request: kmock.Request) -> Obj:
         # The client's V1APIVersions model requires serverAddressByClientCIDRs.
@@ -618,18 +718,23 @@ class ApiServer(kmock.KubernetesEmulator):
         else:
             namespace = None
             meta.pop("namespace", None)
-        name = meta.get("name") or self._generate_name(spec, namespace, meta.get("generateName"))
-        if not NAME_RE.match(name):
-            raise _invalid(spec, name, "metadata.name must be a lowercase RFC 1123 subdomain")
-        meta["name"] = name
+        prefix = meta.get("generateName")
+        if not meta.get("name") and prefix and isinstance(prefix, str):
+            meta["name"] = self._generate_name(spec, namespace, prefix)
+        name = meta.get("name") or ""
+        obj = self._decoded(spec, obj)
+        if "status" in spec.subresources:  # status is only written through /status
+            obj.pop("status", None)
+        meta = obj["metadata"]
+        errors = name_errors(meta, name_rule(spec.group, spec.plural))
+        obj = self._validated(spec, name, obj, errors)
+        meta = obj["metadata"]
         if self.read_object(spec, namespace, name) is not None:
             message = f'{spec.qualified} "{name}" already exists'
             raise ApiError(409, "AlreadyExists", message, _details(spec, name))
         for key in ("deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"):
             meta.pop(key, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
-        if "status" in spec.subresources:  # status is only written through /status
-            obj.pop("status", None)
         if spec == CRDS:
             _crd_specs(obj)
             obj["status"] = {
@@ -646,15 +751,28 @@ class ApiServer(kmock.KubernetesEmulator):
             self._sync_crd(None, obj)
         return obj
 
-    def _generate_name(self, spec: ResourceSpec, namespace: str | None, prefix: Any) -> str:
-        if not prefix or not isinstance(prefix, str):
-            raise _invalid(
-                spec, "", "metadata.name: Required value: name or generateName is required"
-            )
+    def _generate_name(self, spec: ResourceSpec, namespace: str | None, prefix: str) -> str:
         while True:
             name = prefix + "".join(random.choices(GENERATE_ALPHABET, k=5))
             if self.read_object(spec, namespace, name) is None:
                 return name
+
+    def _decoded(self, spec: ResourceSpec, obj: Obj) -> Obj:
+        """The body as the server decodes it: metadata coerced to ObjectMeta's fields, and a
+        custom resource pruned and defaulted by its schema."""
+        obj = coerce_metadata(obj)
+        schema = self.schemas.get(spec.key)
+        return obj if schema is None else schema.normalize(obj)
+
+    def _validated(self, spec: ResourceSpec, name: str, obj: Obj, errors: list[FieldError]) -> Obj:
+        """Raise the 422 for ``errors`` plus the schema's; else the object as it is stored (a
+        custom resource's numbers as Go writes them: 50.0 reads back as 50)."""
+        schema = self.schemas.get(spec.key)
+        if schema is not None:  # CEL rules (x-kubernetes-validations) are not evaluated: 1.20
+            errors = errors + schema.validate(obj)
+        if errors:
+            raise _invalid_fields(spec, name, errors)
+        return obj if schema is None else go_json_numbers(obj)
 
     def replace_object(self, route: _Route, body: Any) -> Obj:
         assert route.name is not None
@@ -767,6 +885,8 @@ class ApiServer(kmock.KubernetesEmulator):
                 _set_or_pop(meta, key, old["metadata"].get(key))
             if "status" in spec.subresources:
                 _set_or_pop(new, "status", copy.deepcopy(old.get("status")))
+        # Decoded, then validated as a whole (a status write too: 1.20 checks the object).
+        new = self._validated(spec, old["metadata"]["name"], self._decoded(spec, new), [])
         if _without_version(new) == _without_version(old):
             return old  # like the API server: a write that changes nothing stores nothing
         meta, old_meta = new["metadata"], old["metadata"]
@@ -865,6 +985,9 @@ class ApiServer(kmock.KubernetesEmulator):
             self._record(raw, body, None, None)
             return _error_response(exc)
         if route is None:  # discovery and /version: kmock's scaffold serves those
+            if self._unserved_discovery(raw.path):
+                self._record(raw, body, None, None)
+                return _error_response(PageNotFound())
             if raw.method != "GET":
                 return _error_response(ApiError(405, "MethodNotAllowed", "read-only endpoint"))
             if raw.path != "/" and raw.path.endswith("/"):  # the client asks for /version/
@@ -887,9 +1010,12 @@ class ApiServer(kmock.KubernetesEmulator):
             return _error_response(ApiError(500, "InternalError", repr(exc)))
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
-        # kmock's own errors (unknown discovery paths) as Status bodies without tracebacks.
+        # kmock's own errors (unknown discovery paths of built-in groups) as go-restful's
+        # Status bodies; unserved custom groups never get here (see _unserved_discovery).
         if isinstance(exc, kmock.KubernetesError):
-            reason = "NotFound" if exc.status == 404 else exc.reason or "InternalError"
+            if exc.status == 404:
+                return _error_response(ApiError(404, "NotFound", NOT_FOUND_BUILTIN))
+            reason = exc.reason or "InternalError"
             return _error_response(ApiError(exc.status, reason, exc.message or repr(exc)))
         self.internal_errors.append("".join(traceback.format_exception(exc)))
         return _error_response(ApiError(500, "InternalError", repr(exc)))
@@ -913,14 +1039,34 @@ class ApiServer(kmock.KubernetesEmulator):
         plural, name = rest[0], rest[1] if len(rest) > 1 else None
         sub = "/".join(rest[2:]) or None
         spec = self.specs.get((group, version, plural))
-        message = f"the server could not find the requested resource ({path})"
-        if spec is None or (namespace is not None and not spec.namespaced):
-            raise ApiError(404, "NotFound", message)
-        if (spec.namespaced and name is not None and namespace is None) or (
-            sub is not None and sub not in spec.subresources
+        if (
+            spec is None
+            or (namespace is not None and not spec.namespaced)
+            or (spec.namespaced and name is not None and namespace is None)
         ):
-            raise ApiError(404, "NotFound", message)
+            # Built-in groups are go-restful's, which answers a Status; a CRD's handler passes
+            # what it does not serve (another version or resource, the wrong scope, a group
+            # without CRD) on to the mux, whose 404 is plain text.
+            if _builtin_group(group):
+                raise ApiError(404, "NotFound", NOT_FOUND_BUILTIN)
+            raise PageNotFound()
+        if sub is not None and sub not in spec.subresources:
+            if spec.builtin:
+                raise ApiError(404, "NotFound", NOT_FOUND_BUILTIN)
+            raise _not_found(
+                spec, name or ""
+            )  # the CRD handler names the object, even if it exists
         return _Route(spec, namespace, name, sub)
+
+    def _unserved_discovery(self, path: str) -> bool:
+        """Whether ``/apis/<group>[/<version>]`` names a custom group/version nobody serves."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) not in (2, 3) or parts[0] != "apis" or _builtin_group(parts[1]):
+            return False
+        served = {(s.group, s.version) for s in self.specs.values()}
+        if len(parts) == 2:
+            return parts[1] not in {group for group, _ in served}
+        return (parts[1], parts[2]) not in served
 
     def _record(
         self, raw: aiohttp.web.BaseRequest, body: bytes, route: _Route | None, data: Any
@@ -1055,6 +1201,9 @@ def _json(data: Obj, status: int = 200) -> aiohttp.web.Response:
 
 
 def _error_response(exc: ApiError) -> aiohttp.web.Response:
+    if isinstance(exc, PageNotFound):
+        headers = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
+        return aiohttp.web.Response(status=exc.code, body=exc.BODY, headers=headers)
     return aiohttp.web.json_response(exc.status(), status=exc.code)
 
 
@@ -1101,11 +1250,20 @@ class KubeEmulator:
     ``ApiError`` where the API would answer with an error.
     """
 
-    def __init__(self, tmp_dir: Path, *, extra_resources: Iterable[ResourceSpec] = ()) -> None:
+    def __init__(
+        self,
+        tmp_dir: Path,
+        *,
+        extra_resources: Iterable[ResourceSpec] = (),
+        crds: Iterable[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """``crds``: the CustomResourceDefinitions installed at start (default: the chart's,
+        read now); the custom ``DEFAULT_RESOURCES`` they do not define get schemaless CRDs."""
         self.tmp_dir = tmp_dir
         self.kubeconfig = tmp_dir / "kubeconfig"
         self.url = ""
         self._resources = [*DEFAULT_RESOURCES, *extra_resources]
+        self._crds = load_crds() if crds is None else [dict(crd) for crd in crds]
         self._server: ApiServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -1150,7 +1308,7 @@ class KubeEmulator:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        server = ApiServer(self._resources)
+        server = ApiServer(self._resources, self._crds)
         async with server, kmock.Server(server, host="127.0.0.1") as http:
             self._server = server
             self.url = f"http://127.0.0.1:{http.port}"

@@ -10,10 +10,15 @@ Every query is recorded, so a test can check what the operator asked.
 from __future__ import annotations
 
 import json
+import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from ab_router.analysis import analyze_events
+from ab_router.design import Experiment
+from ab_router.events import Exposure, Outcome
 
 
 class MetricsFeed:
@@ -124,3 +129,36 @@ def _series(query: str) -> str | None:
 
 def _vector(result: list[dict[str, Any]]) -> dict[str, Any]:
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def business_report(stable_ctr: float, canary_ctr: float, users: int = 3000) -> dict[str, Any]:
+    """A real analysis of a simulated canary split (90/10) with the given click rates."""
+    design = Experiment.model_validate(
+        {
+            "name": "canary-ranker-dcn",
+            "variants": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
+            "metrics": [{"name": "click", "role": "primary"}],
+        }
+    )
+    rng = random.Random(7)
+    exposures, outcomes = [], []
+    for i in range(users):
+        variant = "canary" if rng.random() < 0.1 else "stable"
+        unit = f"u{i}"
+        exposures.append(
+            Exposure(
+                event_id=f"e{i}", experiment=design.name, unit_id=unit, timestamp=i, variant=variant
+            )
+        )
+        if rng.random() < (canary_ctr if variant == "canary" else stable_ctr):
+            outcomes.append(
+                Outcome(
+                    event_id=f"o{i}",
+                    experiment=design.name,
+                    unit_id=unit,
+                    timestamp=i + 0.5,
+                    metric="click",
+                    value=1.0,
+                )
+            )
+    return analyze_events(design, exposures, outcomes).to_dict()

@@ -9,7 +9,6 @@ metric is a real ``ab_router`` analysis of simulated exposures and clicks.
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -22,11 +21,8 @@ from urllib.request import urlopen
 import pytest
 import yaml
 
-from ab_router.analysis import analyze_events
-from ab_router.design import Experiment
-from ab_router.events import Exposure, Outcome
 from tests.integration.kube_emulator import KubeEmulator
-from tests.integration.metrics_feed import MetricsFeed
+from tests.integration.metrics_feed import MetricsFeed, business_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -176,10 +172,30 @@ def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any
     return None
 
 
+def roll_out(cluster: KubeEmulator, ns: str) -> None:
+    """Plays the deployment controller (the emulator has none): every Deployment in ``ns``
+    reports its replicas updated and available for its current generation."""
+    for d in cluster.list("apps/v1", "Deployment", ns):
+        replicas = int(d["spec"].get("replicas", 1))
+        status = {
+            "observedGeneration": d["metadata"].get("generation", 1),
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        if (d.get("status") or {}) != status:
+            cluster.patch(
+                "apps/v1", "Deployment", d["metadata"]["name"], {"status": status}, ns, "status"
+            )
+
+
 def wait_ready(
     cluster: KubeEmulator, ns: str, kind: str, name: str, op: Operator
 ) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
+        if kind == "InferenceGraph":
+            roll_out(cluster, ns)
         obj = cluster.get(API, kind, name, ns)
         c = condition(obj)
         return obj if c is not None and c["status"] == "True" else None
@@ -227,39 +243,6 @@ def bump(cluster: KubeEmulator, ns: str, version: int, **canary: Any) -> None:
 
 def events(cluster: KubeEmulator, ns: str) -> list[tuple[str, str]]:
     return [(e.get("reason", ""), e.get("message", "")) for e in cluster.list("v1", "events", ns)]
-
-
-def business_report(stable_ctr: float, canary_ctr: float, users: int = 3000) -> dict[str, Any]:
-    """A real analysis of a simulated canary split (90/10) with the given click rates."""
-    design = Experiment.model_validate(
-        {
-            "name": "canary-ranker-dcn",
-            "variants": [{"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
-            "metrics": [{"name": "click", "role": "primary"}],
-        }
-    )
-    rng = random.Random(7)
-    exposures, outcomes = [], []
-    for i in range(users):
-        variant = "canary" if rng.random() < 0.1 else "stable"
-        unit = f"u{i}"
-        exposures.append(
-            Exposure(
-                event_id=f"e{i}", experiment=design.name, unit_id=unit, timestamp=i, variant=variant
-            )
-        )
-        if rng.random() < (canary_ctr if variant == "canary" else stable_ctr):
-            outcomes.append(
-                Outcome(
-                    event_id=f"o{i}",
-                    experiment=design.name,
-                    unit_id=unit,
-                    timestamp=i + 0.5,
-                    metric="click",
-                    value=1.0,
-                )
-            )
-    return analyze_events(design, exposures, outcomes).to_dict()
 
 
 # ---- scenarios ----------------------------------------------------------------------------
@@ -473,7 +456,9 @@ def test_an_invalid_spec_gets_a_condition_and_creates_nothing(
     ns = "invalid"
     create_models(cluster, ns)
     mark = len(cluster.requests)
-    create_graph(cluster, ns, stages={"ranking": {"budgetMs": -5}})
+    # Schema-valid (the server accepts it) but inconsistent: the default ranking budget (25 ms)
+    # does not fit a 20 ms deadline. Only the operator can say so.
+    create_graph(cluster, ns, deadlineMs=20)
     create_experiment(
         cluster, ns, "bad-weights", [{"name": "a", "weight": 70}, {"name": "b", "weight": 70}]
     )
@@ -486,7 +471,7 @@ def test_an_invalid_spec_gets_a_condition_and_creates_nothing(
         lambda: invalid("InferenceGraph", "recs"), timeout=20, what="graph condition"
     )
     assert graph["status"] == "False"
-    assert graph["message"].startswith("spec.stages.ranking.budgetMs: "), graph["message"]
+    assert "exceeds deadlineMs (20)" in graph["message"], graph["message"]
     experiment = cluster.wait_for(
         lambda: invalid("Experiment", "bad-weights"), timeout=20, what="experiment condition"
     )
@@ -505,9 +490,7 @@ def test_an_invalid_spec_gets_a_condition_and_creates_nothing(
     assert any(r == "InvalidSpec" for r, _ in events(cluster, ns))
 
     # Fixing the spec creates the children.
-    cluster.patch(
-        API, "InferenceGraph", "recs", {"spec": {"stages": {"ranking": {"budgetMs": 25}}}}, ns
-    )
+    cluster.patch(API, "InferenceGraph", "recs", {"spec": {"deadlineMs": 50}}, ns)
     wait_ready(cluster, ns, "InferenceGraph", "recs", operator)
     assert cluster.get("apps/v1", "Deployment", "recs-graph", ns) is not None
 
