@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo build test unit integration lint typecheck bench clean
+.PHONY: setup demo build test unit integration e2e controlplane lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null || { echo "installing Debian's redis-server (event-store tests)..."; \
@@ -27,15 +27,29 @@ demo: $(STAMP)
 build: $(STAMP)
 	$(BIN)/cascade build --dataset movielens-100k --out model_repo
 
-## The tests: lint, types, then unit and integration tests.
+## The tests: lint, types, unit and integration tests, then the e2e tier against a real
+## kube-apiserver (its own pytest session: it starts a Triton and a Ray cluster of its own).
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/e2e
+	$(MAKE) e2e
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+## A real kube-apiserver and kube-controller-manager, built once per machine from Debian's
+## kubernetes source package (the first run takes several minutes; later runs reuse it).
+controlplane:
+	@bash tests/e2e/controlplane/build.sh >/dev/null
+
+## The chart, the operator and the rendered pods against that control plane.
+e2e: $(STAMP) controlplane
+	@command -v kubectl >/dev/null || { echo "installing Debian's kubernetes-client (kubectl)..."; \
+	  apt-get update -qq && apt-get install -y -qq kubernetes-client >/dev/null; }
+	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null; }
+	CASCADE_KUBE_BIN="$$(bash tests/e2e/controlplane/build.sh)" $(BIN)/python -m pytest -q tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
