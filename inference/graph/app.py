@@ -150,6 +150,8 @@ class RankingService:
 
 _admission: Admission | None = None
 _max_body = 64 * 1024
+#: The stages whose models the model server (Triton) runs; each has a fallback.
+MODEL_SERVER_STAGES = ("retrieval", "ranking")
 _retry_after = "1"
 
 
@@ -333,10 +335,15 @@ class GraphIngress:
 
     @api.get("/v2/health/ready")
     async def ready(self) -> Response:
-        reason = self.components.readiness()
+        """Ready whenever the graph answers. While the model server is away the stages that
+        need it serve their fallbacks: still ready (taking the pod out of its Service would
+        turn a degraded answer into none), and the body says which stages degrade and why."""
+        loop = asyncio.get_running_loop()
+        reason = await loop.run_in_executor(self._pool, self.components.readiness)
         if reason is None:
             return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        degraded = {stage: f"model server: {reason}" for stage in MODEL_SERVER_STAGES}
+        return JSONResponse({"ready": True, "degraded": degraded})
 
     @api.get("/v2")
     async def server_metadata(self) -> dict[str, Any]:
@@ -350,9 +357,8 @@ class GraphIngress:
 
     @api.get("/v2/models/{name}/ready")
     async def model_ready(self, name: str) -> Response:
-        if name == self.config.name:
-            ready = self.components.readiness() is None
-            return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+        if name == self.config.name:  # answers, degraded or not (see /v2/health/ready)
+            return JSONResponse({"name": name, "ready": True})
         return await self._proxy_http("GET", f"/v2/models/{name}/ready", b"", {})
 
     @api.post("/v2/models/{name}/infer")
@@ -427,15 +433,14 @@ class GraphIngress:
         return service_pb2.ServerLiveResponse(live=True)
 
     def ServerReady(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
-        return service_pb2.ServerReadyResponse(ready=self.components.readiness() is None)
+        return service_pb2.ServerReadyResponse(ready=True)  # as /v2/health/ready
 
     def ServerMetadata(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
         return service_pb2.ServerMetadataResponse(name="cascade", version="1")
 
     async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
         if request.name == self.config.name:
-            ready = self.components.readiness() is None
-            return service_pb2.ModelReadyResponse(ready=ready)
+            return service_pb2.ModelReadyResponse(ready=True)  # as /v2/health/ready
         return await self._proxy_grpc("ModelReady", request, grpc_context)
 
     async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)

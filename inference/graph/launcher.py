@@ -1,4 +1,5 @@
-"""Runs the whole graph on one machine: a local Triton, a Ray cluster, and the Serve app.
+"""Runs the whole graph on one machine: a local Triton (supervised: restarted when it exits),
+a Ray cluster, and the Serve app.
 
 Ray Serve runs in its high-throughput mode (HAProxy ingress and direct gRPC between replicas,
 both shipped in the ``ray`` wheels): on two cores it answers a trivial request about seven
@@ -15,6 +16,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +27,7 @@ from inference.graph.config import GraphConfig
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import MODELS
 from inference.triton.server import TritonServer, free_port
+from inference.triton.supervisor import State, TritonSupervisor
 
 log = logging.getLogger("cascade.inference")
 
@@ -66,7 +69,10 @@ class GraphServer:
     experiment: str | None = None
     event_store: str | None = None
     startup_timeout_s: float = 120.0
+    #: Told when the supervised Triton goes down or comes back (``cascade serve`` prints it).
+    on_triton_change: Callable[[State, str], None] | None = None
     triton: TritonServer | None = field(default=None, init=False)
+    supervisor: TritonSupervisor | None = field(default=None, init=False)
     settings: GraphSettings | None = field(default=None, init=False)
 
     @property
@@ -89,13 +95,17 @@ class GraphServer:
         triton_grpc, triton_http = self.triton_grpc, self.triton_http
         if self.runtime == "triton" and triton_grpc is None:
             log.info("starting Triton on %s ...", self.repository)
-            self.triton = TritonServer(
-                self.repository,
-                models=list(MODELS),
-                http_port=free_port(),
-                grpc_port=free_port(),
-                metrics_port=free_port(),
+            self.supervisor = TritonSupervisor(
+                TritonServer(
+                    self.repository,
+                    models=list(MODELS),
+                    http_port=free_port(),
+                    grpc_port=free_port(),
+                    metrics_port=free_port(),
+                ),
+                on_change=self.on_triton_change,
             ).start()
+            self.triton = self.supervisor.server
             triton_grpc, triton_http = self.triton.grpc_url, self.triton.http_url
         self.settings = GraphSettings(
             repository=self.repository.resolve(),
@@ -180,9 +190,10 @@ class GraphServer:
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            if self.triton is not None:
-                self.triton.stop()
-                self.triton = None
+            if self.supervisor is not None:
+                self.supervisor.stop()
+                self.supervisor = None
+            self.triton = None
 
     def __enter__(self) -> GraphServer:
         return self.start()

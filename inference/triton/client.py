@@ -17,7 +17,8 @@ Why it looks the way it does:
   :func:`call_with_retry`) and the I/O sits behind a small :class:`Transport` protocol, so
   both are unit-tested without a server.
 
-Deadlines: gRPC passes ``timeout_s`` as the RPC deadline (``client_timeout``). tritonclient's
+Deadlines: over gRPC the caller stops waiting when ``timeout_s`` passes, but the call itself is
+not cancelled (see :class:`GrpcTransport`: cancellation crashes Triton 2.51). tritonclient's
 HTTP client only has per-client socket timeouts (``network_timeout``, fixed at construction)
 and a *server-side* ``timeout`` in microseconds that Triton applies to queueing only (a 1 us
 value still returns a result), so neither bounds a call's wall time. The HTTP transport runs
@@ -304,13 +305,47 @@ def _result_tensors(result: Any, outputs: Sequence[str]) -> Tensors:
 
 
 class GrpcTransport:
-    """tritonclient.grpc: one channel, RPC deadlines from ``timeout_s``."""
+    """tritonclient.grpc: one channel.
 
-    def __init__(self, url: str) -> None:
+    Inference is never cancelled from here. A call whose caller gives up (its ``timeout_s``
+    passes) is abandoned: the caller gets a ``TimeoutError`` at once, the RPC runs on and its
+    late answer is dropped. Cancelling in-flight calls into Triton 2.51's python backend
+    (what a short RPC deadline does) crashes the server under concurrent load (SIGSEGV in
+    ``pthread_mutex_lock``); the RPC's own deadline is ``abandon_after_s``, far beyond any
+    caller's budget, and at most ``max_abandoned`` abandoned calls may be outstanding, so
+    a server that stopped answering is not buried under more work (``Unavailable``).
+    """
+
+    def __init__(
+        self, url: str, *, abandon_after_s: float = 30.0, max_abandoned: int = 256
+    ) -> None:
         import tritonclient.grpc as grpcclient
 
         self._module: Any = grpcclient
-        self._client: Any = grpcclient.InferenceServerClient(url)
+        keepalive = grpcclient.KeepAliveOptions()
+        self._client: Any = grpcclient.InferenceServerClient(
+            url,
+            channel_args=[
+                ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.max_receive_message_length", 2**31 - 1),
+                ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+                ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+                # A restarted server is back within seconds: gRPC's default reconnect backoff
+                # (up to two minutes) would keep the graph on fallbacks long after it is.
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self._abandon_after_s = abandon_after_s
+        self._max_abandoned = max_abandoned
+        self._abandoned = 0
+        self._lock = threading.Lock()
+
+    @property
+    def abandoned(self) -> int:
+        """Calls whose caller gave up and whose answer has not come yet."""
+        return self._abandoned
 
     def infer(
         self,
@@ -320,12 +355,29 @@ class GrpcTransport:
         outputs: Sequence[str],
         timeout_s: float | None,
     ) -> Tensors:
+        if self._abandoned >= self._max_abandoned:
+            raise Unavailable(
+                f"{self._abandoned} calls to the server are still unanswered past their "
+                "callers' deadlines; not sending more",
+                model=model,
+            )
         request = request_tensors(self._module, inputs)
         wanted = [self._module.InferRequestedOutput(name) for name in outputs]
-        result = self._client.infer(
-            model, request, model_version=version, outputs=wanted, client_timeout=timeout_s
+        call = _PendingCall(self)
+        self._client.async_infer(
+            model,
+            request,
+            call.finish,
+            model_version=version,
+            outputs=wanted,
+            client_timeout=self._abandon_after_s,
         )
+        result = call.wait(timeout_s)
         return _result_tensors(result, outputs)
+
+    def _count_abandoned(self, change: int) -> None:
+        with self._lock:
+            self._abandoned += change
 
     def model_config(self, model: str, version: str, timeout_s: float | None) -> Any:
         return self._client.get_model_config(model, version, client_timeout=timeout_s).config
@@ -348,6 +400,38 @@ class GrpcTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+class _PendingCall:
+    """One asynchronous gRPC inference: its caller waits at most its own deadline."""
+
+    def __init__(self, transport: GrpcTransport) -> None:
+        self._transport = transport
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        """tritonclient's callback (on its thread): keep the answer, or drop a late one."""
+        with self._lock:
+            self._result, self._error = result, error
+            self._done.set()
+            late = self._abandoned
+        if late:
+            self._transport._count_abandoned(-1)
+
+    def wait(self, timeout_s: float | None) -> Any:
+        if not self._done.wait(None if timeout_s is None else max(timeout_s, 0.0)):
+            with self._lock:
+                if not self._done.is_set():
+                    self._abandoned = True
+                    self._transport._count_abandoned(+1)
+                    raise TimeoutError(f"no response within {timeout_s:g}s")
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 class HttpTransport:

@@ -16,11 +16,14 @@ repository, backends and log go to a temporary directory unless ``workdir`` name
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +33,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,11 +165,12 @@ class TritonServer:
     #: False serves every model without Triton's dynamic batcher (for measuring it).
     dynamic_batching: bool = True
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    #: Names this server's python-backend shared-memory regions, so a killed server's can be
-    #: found and removed (by default they are named by random UUIDs).
-    shm_prefix: str = field(default_factory=lambda: f"cascade_{uuid.uuid4().hex[:12]}_")
+    #: Names this server's python-backend shared-memory regions (by default Triton names them
+    #: by random UUIDs, so a killed server's could never be found). Derived from the run's
+    #: directory name unless given, so a leftover directory says which regions were its own.
+    shm_prefix: str = ""
     log_path: Path = field(default=Path(), init=False)
-    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+    _tmp: Path | None = field(default=None, init=False)
 
     @property
     def http_url(self) -> str:
@@ -190,8 +193,9 @@ class TritonServer:
         if self.workdir is not None:
             return self.workdir
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="cascade-triton-")
-        return Path(self._tmp.name)
+            reap_leftovers()
+            self._tmp = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
+        return self._tmp
 
     def command(self) -> list[str]:
         models = self.models or RepositoryReader(self.repository).models()
@@ -214,6 +218,8 @@ class TritonServer:
         if self.process is not None:
             raise InferenceError("this server is already started")
         self._workdir.mkdir(parents=True, exist_ok=True)
+        if not self.shm_prefix:
+            self.shm_prefix = shm_prefix_for(self._workdir)
         build_runtime_repository(
             self.repository, self.runtime_repository, self.models, batching=self.dynamic_batching
         )
@@ -221,6 +227,23 @@ class TritonServer:
             if not getattr(self, name):
                 setattr(self, name, free_port())
         self.log_path = self._workdir / "tritonserver.log"
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        for name, (state, reason) in self.model_states().items():
+            if state != "READY":
+                log.error("%s failed to load (%s): %s", name, state, reason)
+        return self
+
+    def restart(self) -> None:
+        """Start the process again after it exited, on the same ports and runtime repository
+        (clients reconnect to the same address); what the dead one left is removed first."""
+        self._clear_dead()
+        self._launch()
+
+    def _launch(self) -> None:
         command = self.command()
         log.info(
             "starting tritonserver on %s (HTTP %d, gRPC %d, metrics %d; log: %s)",
@@ -230,23 +253,34 @@ class TritonServer:
             self.metrics_port,
             self.log_path,
         )
-        with self.log_path.open("wb") as sink:
+        with self.log_path.open("ab") as sink:
             self.process = subprocess.Popen(
                 command,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 env=server_environment(),
                 start_new_session=True,  # Ctrl-C in the terminal reaches us, not it
+                preexec_fn=die_with_parent,
             )
+        write_owner(self._workdir, self.process.pid, self.shm_prefix)
         try:
             self.wait_ready(self.startup_timeout_s)
         except BaseException:
-            self.stop()
+            self._clear_dead()
             raise
-        for name, (state, reason) in self.model_states().items():
-            if state != "READY":
-                log.error("%s failed to load (%s): %s", name, state, reason)
-        return self
+
+    def exited(self) -> int | None:
+        """The exit status once the process has ended, else None."""
+        return None if self.process is None else self.process.poll()
+
+    def _clear_dead(self) -> None:
+        """Kill what is left of the process group (the python backend's stubs outlive a
+        killed server for a while) and remove its shared-memory regions."""
+        process, self.process = self.process, None
+        if process is not None:
+            _kill_group(process.pid)
+            process.wait()
+        remove_shared_memory(self.shm_prefix)
 
     def model_states(self) -> dict[str, tuple[str, str]]:
         """``name/version`` -> (state, reason) from Triton's repository index."""
@@ -323,13 +357,16 @@ class TritonServer:
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 log.warning("tritonserver did not stop in %.0fs; killing it", timeout_s)
-                os.killpg(process.pid, signal.SIGKILL)
+                _kill_group(process.pid)
                 process.wait()
         if process is not None:
+            _kill_group(process.pid)  # stubs a crashed server left behind
             remove_shared_memory(self.shm_prefix)
         if self._tmp is not None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        elif self.workdir is not None:
+            (self.workdir / OWNER_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -346,6 +383,8 @@ class TritonServer:
 def remove_shared_memory(prefix: str) -> list[Path]:
     """Remove the python backend's shm regions named with ``prefix`` (a killed server leaks
     them; a clean stop leaves none)."""
+    if not prefix:
+        return []  # never "every region"
     removed = []
     for region in SHM_DIR.glob(f"{prefix}*"):
         try:
@@ -354,3 +393,97 @@ def remove_shared_memory(prefix: str) -> list[Path]:
         except OSError:
             continue
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# A run's leftovers: named so the next start finds them
+# --------------------------------------------------------------------------------------------
+
+#: A local run's directory under the temporary directory; its shm regions share its suffix.
+RUN_PREFIX = "cascade-triton-"
+#: Who started the run (pid and start time, so a reused pid is not mistaken for it).
+OWNER_FILE = "owner.json"
+_PR_SET_PDEATHSIG = 1
+
+
+def shm_prefix_for(workdir: Path) -> str:
+    """The shm region prefix of the run in ``workdir`` (a pure function of its name)."""
+    suffix = re.sub(r"[^A-Za-z0-9]", "", workdir.name.removeprefix(RUN_PREFIX))[:24]
+    return f"cascade_{suffix or 'triton'}_"
+
+
+def die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGKILL when its parent dies, so a
+    killed ``cascade serve`` does not leave a tritonserver behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the leftover reaper still cleans up
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None if there is no such
+    process): with the pid it identifies a process even after pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; fields after it are plain.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def write_owner(workdir: Path, server_pid: int, shm_prefix: str) -> None:
+    owner = {
+        "pid": os.getpid(),
+        "start": process_start_time(os.getpid()),
+        "server_pid": server_pid,
+        "shm_prefix": shm_prefix,
+    }
+    target = workdir / OWNER_FILE
+    partial = target.with_suffix(".partial")
+    partial.write_text(json.dumps(owner))
+    partial.replace(target)
+
+
+def _owner_alive(owner: dict[str, object]) -> bool:
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    return process_start_time(pid) == owner.get("start")
+
+
+def reap_leftovers(tmp: Path | None = None) -> list[Path]:
+    """Remove what local runs whose owning process died left behind: the tritonserver and
+    its stubs if still running, their shm regions and the run directory. Runs whose owner
+    is alive (another ``cascade serve`` on the machine) are left alone."""
+    root = Path(tempfile.gettempdir()) if tmp is None else tmp
+    reaped = []
+    for run in root.glob(f"{RUN_PREFIX}*"):
+        try:
+            owner = json.loads((run / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not started yet, or not ours to judge
+        if not isinstance(owner, dict) or _owner_alive(owner):
+            continue
+        server = owner.get("server_pid")
+        if isinstance(server, int) and _is_tritonserver(server):
+            _kill_group(server)
+        prefix = owner.get("shm_prefix")
+        remove_shared_memory(prefix if isinstance(prefix, str) else shm_prefix_for(run))
+        shutil.rmtree(run, ignore_errors=True)
+        log.info("removed the leftovers of a dead run: %s", run)
+        reaped.append(run)
+    return reaped
+
+
+def _is_tritonserver(pid: int) -> bool:
+    try:
+        return b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

@@ -287,6 +287,44 @@ def test_triton_stopped_falls_back_to_popular(
     assert 'cascade_fallbacks_total{fallback="popular",stage="retrieval"}' in text
 
 
+def test_killed_triton_degrades_answers_until_it_is_restarted(graph: GraphServer) -> None:
+    """kill -9 of the graph's own Triton: every request is still answered (with fallbacks),
+    readiness says which stages degrade, and full-quality answers come back on their own."""
+    import os
+    import signal
+    import time
+
+    assert graph.supervisor is not None
+    assert graph.triton is not None
+    assert graph.triton.process is not None
+    assert recommend(graph, "42")["fallbacks"] == []
+    restarts = graph.supervisor.restarts
+    os.killpg(graph.triton.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while graph.supervisor.state != "restarting" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with urllib.request.urlopen(f"{graph.url}/v2/health/ready") as reply:
+        assert reply.status == 200
+        health = json.loads(reply.read())
+    assert set(health["degraded"]) == {"retrieval", "ranking"}, health
+    degraded = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        answer = recommend(graph, "42")  # asserts 200
+        assert len(answer["items"]) == 10
+        if not answer["fallbacks"]:
+            break
+        degraded += 1
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no full-quality answer 90 s after the kill: {answer}")
+    assert degraded > 0
+    assert graph.supervisor.restarts == restarts + 1
+    assert graph.supervisor.state == "ready"
+    with urllib.request.urlopen(f"{graph.url}/v2/health/ready") as reply:
+        assert json.loads(reply.read()) == {"ready": True}
+
+
 def test_combiner_gone_falls_back_to_one_ranker(graph: GraphServer) -> None:
     """A real fault: the combiner is unloaded from Triton while the graph serves."""
     from inference.triton.client import TritonClient
