@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from tritonclient.grpc import service_pb2
 
 from ab_router.design import Catalog as ExperimentCatalog
@@ -43,7 +45,7 @@ from inference.graph.settings import GraphSettings
 from inference.graph.stages import RankJob, RankResult
 from inference.graph.telemetry import attached, extract, traceparent, tracer
 from inference.graph.types import RecommendRequest, RecommendResponse
-from inference.protocol import oip
+from inference.protocol import json_api, oip
 
 log = logging.getLogger("cascade.inference")
 
@@ -54,20 +56,31 @@ api = FastAPI(
     "over a JSON API and the Open Inference Protocol (KServe v2).",
 )
 
-_QUIET = {"enable_access_log": False, "log_level": "WARNING"}
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Unknown routes and methods in the same shape as every other error (the protocol's
+    ``{"error": ...}``; FastAPI's own is ``{"detail": ...}``, which clients cannot read)."""
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(oip.error_body(message), status_code=exc.status_code, headers=exc.headers)
 
 
-class RecommendBody(BaseModel):
-    """``POST /v1/recommend``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str | int = Field(description="The user's id in the catalog (as in the data).")
-    k: int | None = Field(None, description="How many items (default from the graph config).")
-    context: dict[str, str] = Field(
-        default_factory=dict,
-        description="Demographics for users the store does not know: age, gender, occupation.",
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
     )
+    return JSONResponse(oip.error_body(problems or "invalid request"), status_code=400)
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected failure answering %s %s", request.method, request.url.path)
+    body = oip.error_body(f"internal error ({type(exc).__name__}); the server log has details")
+    return JSONResponse(body, status_code=500)
+
+
+_QUIET = {"enable_access_log": False, "log_level": "WARNING"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,8 +169,13 @@ _retry_after = "1"
 
 
 class _Guard:
-    """Size limit and admission control for every POST, as plain ASGI: Starlette's
-    ``BaseHTTPMiddleware`` spawns a task group per request, a measurable cost at this rate."""
+    """Admission control and the body size limit for every POST, as plain ASGI: Starlette's
+    ``BaseHTTPMiddleware`` spawns a task group per request, a measurable cost at this rate.
+
+    Admission comes first, so a refusal costs no read of the body. The body is then read
+    here, counting every chunk: a chunked body has no ``Content-Length`` to check up front,
+    and stops being read at the limit rather than after 16 MB.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -168,25 +186,53 @@ class _Guard:
             return
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > _max_body:
-            metrics.REJECTED.labels(reason="too_large").inc()
-            message = f"request body of {int(length)} bytes exceeds the limit of {_max_body}"
-            await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+            await _too_large(f"request body of {int(length)} bytes", scope, receive, send)
             return
-        if _admission is None or not scope["path"].startswith(("/v1/", "/v2/")):
-            await self.app(scope, receive, send)
-            return
-        if not _admission.try_enter():
+        admitted = _admission is not None and scope["path"].startswith(("/v1/", "/v2/"))
+        if admitted and _admission is not None and not _admission.try_enter():
             refusal = JSONResponse(
-                {"error": "overloaded: too many requests in flight, retry later"},
+                oip.error_body("overloaded: too many requests in flight, retry later"),
                 status_code=503,
                 headers={"Retry-After": _retry_after},
             )
             await refusal(scope, receive, send)
             return
         try:
-            await self.app(scope, receive, send)
+            body = bytearray()
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > _max_body:
+                    await _too_large("request body (chunked)", scope, receive, send)
+                    return
+            await self.app(scope, _replay(bytes(body), receive), send)
         finally:
-            _admission.leave()
+            if admitted and _admission is not None:
+                _admission.leave()
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that hands the app the body already read, then defers."""
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _too_large(what: str, scope: Any, receive: Any, send: Any) -> None:
+    metrics.REJECTED.labels(reason="too_large").inc()
+    message = f"{what} exceeds the limit of {_max_body} bytes"
+    await JSONResponse(oip.error_body(message), status_code=413)(scope, receive, send)
 
 
 api.add_middleware(_Guard)
@@ -285,6 +331,9 @@ class GraphIngress:
         except InferenceError as exc:
             code = str(exc.status)
             raise
+        except BaseException:
+            code = "500"  # what the client receives (see _internal_error)
+            raise
         finally:
             metrics.REQUESTS.labels(protocol=protocol, code=code, variant=variant).inc()
             metrics.REQUEST_SECONDS.labels(protocol=protocol, variant=variant).observe(
@@ -293,13 +342,15 @@ class GraphIngress:
 
     # ---- JSON API --------------------------------------------------------------------------
 
-    @api.post("/v1/recommend")
-    async def recommend(self, body: RecommendBody, request: Request) -> Response:
-        graph_request = RecommendRequest(
-            user_id=str(body.user_id),
-            k=self.config.default_k if body.k is None else body.k,
-            context=dict(body.context),
-        )
+    @api.post("/v1/recommend", openapi_extra=json_api.openapi_body())
+    async def recommend(self, request: Request) -> Response:
+        try:
+            graph_request = json_api.parse(
+                await request.body(), default_k=self.config.default_k, max_k=self.config.max_k
+            )
+        except InferenceError as exc:
+            metrics.REQUESTS.labels(protocol="rest", code=str(exc.status), variant="none").inc()
+            return _error(exc)
         try:
             response, parent = await self._serve(graph_request, "rest", dict(request.headers))
         except InferenceError as exc:
@@ -351,15 +402,40 @@ class GraphIngress:
 
     @api.get("/v2/models/{name}")
     async def model_metadata(self, name: str) -> Response:
-        if name == self.config.name:
-            return JSONResponse(oip.model_metadata(name, max_batch=oip.DEFAULT_MAX_BATCH))
-        return await self._proxy_http("GET", f"/v2/models/{name}", b"", {})
+        return await self._model_get(name, None, "")
+
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def model_version_metadata(self, name: str, version: str) -> Response:
+        return await self._model_get(name, version, "")
 
     @api.get("/v2/models/{name}/ready")
     async def model_ready(self, name: str) -> Response:
-        if name == self.config.name:  # answers, degraded or not (see /v2/health/ready)
+        return await self._model_get(name, None, "/ready")
+
+    @api.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_version_ready(self, name: str, version: str) -> Response:
+        return await self._model_get(name, version, "/ready")
+
+    @api.get("/v2/models/{name}/config")
+    async def model_config(self, name: str) -> Response:
+        return await self._model_get(name, None, "/config")
+
+    @api.get("/v2/models/{name}/versions/{version}/config")
+    async def model_version_config(self, name: str, version: str) -> Response:
+        return await self._model_get(name, version, "/config")
+
+    async def _model_get(self, name: str, version: str | None, what: str) -> Response:
+        """Metadata, readiness or config: the graph's own, else Triton's for that model."""
+        if name != self.config.name:
+            return await self._proxy_http("GET", _model_path(name, version, what), b"", {})
+        problem = _version_problem(name, version)
+        if problem is not None:
+            return _error(problem)
+        if what == "/ready":  # answers, degraded or not (see /v2/health/ready)
             return JSONResponse({"name": name, "ready": True})
-        return await self._proxy_http("GET", f"/v2/models/{name}/ready", b"", {})
+        if what == "/config":
+            return JSONResponse(oip.model_config(name, max_batch=oip.DEFAULT_MAX_BATCH))
+        return JSONResponse(oip.model_metadata(name, max_batch=oip.DEFAULT_MAX_BATCH))
 
     @api.post("/v2/models/{name}/infer")
     async def infer(self, name: str, request: Request) -> Response:
@@ -372,9 +448,12 @@ class GraphIngress:
     async def _infer(self, name: str, version: str | None, request: Request) -> Response:
         raw = await request.body()
         if name != self.config.name:
-            path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+            path = _model_path(name, version, "/infer")
             return await self._proxy_http("POST", path, raw, dict(request.headers))
         try:
+            problem = _version_problem(name, version)
+            if problem is not None:
+                raise problem
             header = request.headers.get("inference-header-content-length")
             if header is not None and not header.isdigit():
                 raise BadRequest(f"Inference-Header-Content-Length: {header!r} is not a length")
@@ -386,6 +465,10 @@ class GraphIngress:
                 max_batch=oip.DEFAULT_MAX_BATCH,
                 binary=binary,
             )
+        except InferenceError as exc:
+            metrics.REQUESTS.labels(protocol="rest", code=str(exc.status), variant="none").inc()
+            return _error(exc)
+        try:
             served = await asyncio.gather(
                 *(self._serve(r, "rest", dict(request.headers)) for r in requests)
             )
@@ -423,6 +506,12 @@ class GraphIngress:
                     for k, v in reply.headers.items()
                     if k.lower() in ("content-type", "inference-header-content-length")
                 }
+                if reply.status >= 400 and not reply.content_type.endswith("json"):
+                    # Triton answers some errors (an unknown route) in plain text; clients
+                    # read the protocol's JSON shape and would show an empty message.
+                    text = content.decode("utf-8", "replace").strip() or reply.reason or ""
+                    message = f"{path.split('?')[0]}: {text}"
+                    return JSONResponse(oip.error_body(message), status_code=reply.status)
                 return Response(content, status_code=reply.status, headers=out)
         except aiohttp.ClientError as exc:
             return _error(Unavailable(f"Triton at {self.settings.triton_http}: {exc}"))
@@ -439,20 +528,52 @@ class GraphIngress:
         return service_pb2.ServerMetadataResponse(name="cascade", version="1")
 
     async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
-        if request.name == self.config.name:
-            return service_pb2.ModelReadyResponse(ready=True)  # as /v2/health/ready
-        return await self._proxy_grpc("ModelReady", request, grpc_context)
+        if request.name != self.config.name:
+            return await self._proxy_grpc("ModelReady", request, grpc_context)
+        if _grpc_version_refused(grpc_context, request.name, request.version):
+            return service_pb2.ModelReadyResponse()
+        return service_pb2.ModelReadyResponse(ready=True)  # as /v2/health/ready
 
     async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
-        if request.name == self.config.name:
-            return oip.grpc_model_metadata(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
-        return await self._proxy_grpc("ModelMetadata", request, grpc_context)
+        if request.name != self.config.name:
+            return await self._proxy_grpc("ModelMetadata", request, grpc_context)
+        if _grpc_version_refused(grpc_context, request.name, request.version):
+            return service_pb2.ModelMetadataResponse()
+        return oip.grpc_model_metadata(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+
+    async def ModelConfig(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        if request.name != self.config.name:
+            return await self._proxy_grpc("ModelConfig", request, grpc_context)
+        if _grpc_version_refused(grpc_context, request.name, request.version):
+            return service_pb2.ModelConfigResponse()
+        return oip.grpc_model_config(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+
+    async def ModelStatistics(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        if request.name and request.name != self.config.name:
+            return await self._proxy_grpc("ModelStatistics", request, grpc_context)
+        _grpc_unimplemented(grpc_context, "statistics: see /metrics (Prometheus) instead")
+        return service_pb2.ModelStatisticsResponse()
+
+    def RepositoryIndex(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        _grpc_unimplemented(grpc_context, _MODEL_CONTROL)
+        return service_pb2.RepositoryIndexResponse()
+
+    def RepositoryModelLoad(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        _grpc_unimplemented(grpc_context, _MODEL_CONTROL)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    def RepositoryModelUnload(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
+        _grpc_unimplemented(grpc_context, _MODEL_CONTROL)
+        return service_pb2.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
         if request.model_name != self.config.name:
             return await self._proxy_grpc("ModelInfer", request, grpc_context)
         headers = _grpc_headers(grpc_context)
         try:
+            problem = _version_problem(request.model_name, request.model_version)
+            if problem is not None:
+                raise problem
             requests = oip.parse_grpc_request(
                 request,
                 default_k=self.config.default_k,
@@ -488,6 +609,27 @@ class GraphIngress:
             return response_type()
 
 
+#: The graph's one version (its models' versions are in every answer's ``model_versions``).
+GRAPH_VERSION = "1"
+
+
+def _version_problem(name: str, version: str | None) -> InferenceError | None:
+    if version in (None, "", GRAPH_VERSION):
+        return None
+    return ModelNotFound(
+        f"{name}: version {version!r} does not exist; the graph serves version {GRAPH_VERSION}"
+    )
+
+
+def _model_path(name: str, version: str | None, suffix: str) -> str:
+    """Triton's path for a model, its parameters escaped: ``ranker_dcn%3F`` must stay one
+    (unknown) model name, not become ``ranker_dcn`` and a query string."""
+    path = f"/v2/models/{quote(name, safe='')}"
+    if version:
+        path += f"/versions/{quote(version, safe='')}"
+    return path + suffix
+
+
 def _grpc_headers(grpc_context: Any) -> dict[str, str]:
     if grpc_context is None:
         return {}
@@ -495,6 +637,27 @@ def _grpc_headers(grpc_context: Any) -> dict[str, str]:
         return {k: v for k, v in grpc_context.invocation_metadata() if isinstance(v, str)}
     except Exception:  # metadata is best effort: a trace that cannot continue starts anew
         return {}
+
+
+_MODEL_CONTROL = (
+    "model control is not served by the graph: the operator loads models (Model resources); "
+    "Triton's own endpoint serves its repository"
+)
+
+
+def _grpc_unimplemented(grpc_context: Any, message: str) -> None:
+    import grpc
+
+    if grpc_context is not None:
+        grpc_context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        grpc_context.set_details(message)
+
+
+def _grpc_version_refused(grpc_context: Any, name: str, version: str) -> bool:
+    problem = _version_problem(name, version)
+    if problem is not None:
+        _grpc_abort(grpc_context, problem)
+    return problem is not None
 
 
 def _grpc_abort(grpc_context: Any, exc: InferenceError) -> None:

@@ -316,6 +316,8 @@ def _context_bucket(value: str | None) -> int | None:
         age = int(value.strip())
     except ValueError:
         return None
+    if not 0 <= age <= 200:  # checked at the edge too; numpy would overflow on 10**20
+        return None
     return int(_age_buckets(np.array([age], dtype=np.int64))[0]) or None
 
 

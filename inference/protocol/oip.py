@@ -40,6 +40,7 @@ from tritonclient.grpc import service_pb2
 
 from inference.errors import BadRequest
 from inference.graph.types import RecommendRequest, RecommendResponse
+from inference.protocol import limits
 
 __all__ = [
     "CONTEXT_PARAMETERS",
@@ -146,6 +147,53 @@ def grpc_model_metadata(
         inputs=[Tensor(**t) for t in inputs],
         outputs=[Tensor(**t) for t in outputs],
     )
+
+
+#: OIP datatypes -> Triton model-config data types.
+_CONFIG_TYPES: Final = {
+    "BYTES": "TYPE_STRING",
+    "INT64": "TYPE_INT64",
+    "INT32": "TYPE_INT32",
+    "FP32": "TYPE_FP32",
+}
+
+
+def model_config(name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
+    """Triton's model configuration (``GET /v2/models/{name}/config``) for the graph: what
+    tritonclient's ``get_model_config`` reads; dims leave out the batch dimension."""
+    inputs, outputs = _tensor_metadata(max_batch)
+
+    def entries(tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t["name"],
+                "data_type": _CONFIG_TYPES[t["datatype"]],
+                "dims": [int(d) for d in t["shape"][1:]],
+            }
+            for t in tensors
+        ]
+
+    return {
+        "name": name,
+        "platform": PLATFORM,
+        "max_batch_size": max_batch,
+        "version_policy": {"specific": {"versions": [1]}},
+        "input": entries(inputs),
+        "output": entries(outputs),
+    }
+
+
+def grpc_model_config(
+    name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH
+) -> service_pb2.ModelConfigResponse:
+    """:func:`model_config` as the gRPC ``ModelConfigResponse``."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = json_format.ParseDict(
+        model_config(name, max_batch=max_batch), model_config_pb2.ModelConfig()
+    )
+    return service_pb2.ModelConfigResponse(config=config)
 
 
 # --------------------------------------------------------------------------- request decoding
@@ -308,10 +356,10 @@ def _build(
     if rows > max_batch:
         raise BadRequest(f"{user.label}: batch size {rows} exceeds max_batch {max_batch}")
     if user.datatype == "BYTES":
-        for i, value in enumerate(user.strings):
-            if not value:
-                raise BadRequest(f"{user.label}: element {i} is empty")
-        user_ids = list(user.strings)
+        user_ids = [
+            limits.check_text(f"{user.label}: element {i}", value, limits.MAX_ID_CHARS)
+            for i, value in enumerate(user.strings)
+        ]
     else:
         user_ids = [str(v) for v in user.ints]
     k_tensor = by_name.get(INPUT_K)
@@ -327,6 +375,8 @@ def _build(
             if not 1 <= k_value <= max_k:
                 raise BadRequest(f"{k_tensor.label}: {k_value} is outside 1..{max_k}")
         ks = list(k_tensor.ints) * (rows if k_tensor.shape[0] == 1 else 1)
+    if request_id is not None:
+        limits.check_text("id", request_id, limits.MAX_REQUEST_ID_CHARS)
     return [
         RecommendRequest(user_id=u, k=k, context=dict(context), request_id=request_id)
         for u, k in zip(user_ids, ks, strict=True)
@@ -372,6 +422,7 @@ def split_rest_body(raw: bytes, header_length: int | None = None) -> tuple[dict[
                 f"0..{len(raw)} bytes"
             )
         header, binary = raw[:header_length], raw[header_length:]
+    limits.check_json_depth(header)
     try:
         body = json.loads(header)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -389,10 +440,7 @@ def _rest_parameters(body: Mapping[str, Any]) -> tuple[dict[str, str], str | Non
     context: dict[str, str] = {}
     for key in CONTEXT_PARAMETERS:
         if key in params:
-            value = params[key]
-            if not isinstance(value, str):
-                raise BadRequest(f"parameters[{key!r}]: expected a string, got {_kind(value)}")
-            context[key] = value
+            context[key] = limits.context_value(f"parameters[{key!r}]", key, params[key])
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"id: expected a string, got {_kind(request_id)}")
@@ -579,6 +627,13 @@ def _grpc_string_param(label: str, param: Any) -> str:
     return str(param.string_param)
 
 
+def _grpc_context_param(label: str, param: Any) -> str | int:
+    """A context parameter: a string, or a whole number (an age) as ``int64_param``."""
+    if param.WhichOneof("parameter_choice") == "int64_param":
+        return int(param.int64_param)
+    return _grpc_string_param(label, param)
+
+
 def _grpc_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
     return _check_outputs(
         [
@@ -640,7 +695,9 @@ def parse_grpc_request(
     _grpc_outputs(request)
     params = request.parameters
     context = {
-        key: _grpc_string_param(f"parameters[{key!r}]", params[key])
+        key: limits.context_value(
+            f"parameters[{key!r}]", key, _grpc_context_param(f"parameters[{key!r}]", params[key])
+        )
         for key in CONTEXT_PARAMETERS
         if key in params
     }

@@ -128,22 +128,142 @@ def test_unknown_user_gets_popular_items_for_the_demographic(
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        ({"k": 5}, 422, "user_id"),
-        ({"user_id": "1", "k": 0}, 400, "k"),
-        ({"user_id": "1", "k": 10_000}, 400, "k"),
-        ({"user_id": "1", "colour": "red"}, 422, "colour"),
-        ({"user_id": ""}, 400, "user_id"),
+        ({"k": 5}, 400, "user_id: required"),
+        ({"user_id": "1", "k": 0}, 400, "k: 0 is outside"),
+        ({"user_id": "1", "k": 10_000}, 400, "k: 10000 is outside"),
+        ({"user_id": "1", "k": True}, 400, "k: expected an integer"),
+        ({"user_id": "1", "k": "5"}, 400, "k: expected an integer"),
+        ({"user_id": True}, 400, "user_id: expected a string or an integer"),
+        ({"user_id": "1", "colour": "red"}, 400, "colour: unknown field"),
+        ({"user_id": ""}, 400, "user_id: must not be empty"),
+        ({"user_id": "x" * 60_000}, 400, "user_id: 60000 characters"),
+        ({"user_id": "new-1", "context": {"age": "99999999999999999999"}}, 400, "context.age"),
+        ({"user_id": "new-1", "context": {"mood": "calm"}}, 400, "context.mood: unknown key"),
+        (b'{"user_id": "\\ud800"}', 400, "user_id: not valid Unicode"),
+        (b"[" * 5000 + b"]" * 5000, 400, "body: JSON nested deeper"),
+        (b"{not json", 400, "body: not valid JSON"),
     ],
 )
 def test_bad_json_requests_get_4xx_naming_the_field(
     graph: GraphServer, body: dict[str, Any], status: int, field: str
 ) -> None:
     got, answer, _ = post(f"{graph.url}/v1/recommend", body)
-    assert got == status
-    assert field in json.dumps(answer)
+    assert (got, set(answer)) == (status, {"error"}), answer  # one shape for every mistake
+    assert field in answer["error"]
+
+
+def test_mistakes_are_counted_as_what_the_client_received(graph: GraphServer) -> None:
+    def refused() -> float:
+        with urllib.request.urlopen(f"{graph.url}/metrics") as reply:
+            text = reply.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("cascade_requests_total{") and 'code="400"' in line
+        )
+
+    before = refused()
+    post(f"{graph.url}/v1/recommend", {"user_id": True})
+    post(f"{graph.url}/v2/models/recommender/infer", b"{not json")
+    assert refused() - before == 2
+
+
+def test_json_without_a_json_content_type_is_read(graph: GraphServer) -> None:
+    """What ``curl -d`` sends: JSON labelled as a form."""
+    status, answer, _ = post(
+        f"{graph.url}/v1/recommend",
+        b'{"user_id": "1", "context": {"age": 30}}',
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200, answer
+
+
+def test_a_chunked_body_counts_against_the_limit(graph: GraphServer) -> None:
+    import http.client
+
+    host, port = graph.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    chunk = b"x" * 16_384
+
+    def chunks() -> Any:
+        yield b'{"user_id": "'
+        for _ in range(1024):  # 16 MB if nothing stopped it
+            yield chunk
+
+    try:
+        connection.request(
+            "POST",
+            "/v1/recommend",
+            body=chunks(),
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+            encode_chunked=True,
+        )
+        reply = connection.getresponse()
+        assert reply.status == 413
+        assert "exceeds the limit" in json.loads(reply.read())["error"]
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed before the client finished sending: refused
+    finally:
+        connection.close()
+
+
+def get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return reply.status, json.loads(reply.read() or b"{}")  # Triton's ready: no body
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_model_paths_versions_and_config(graph: GraphServer) -> None:
+    """OIP's versioned and config routes, a missing version a 404 naming it, path parameters
+    escaped on the way to Triton, and every error in the protocol's shape."""
+    base = f"{graph.url}/v2/models"
+    assert get(f"{base}/recommender/versions/1")[1]["name"] == "recommender"
+    assert get(f"{base}/recommender/versions/1/ready") == (
+        200,
+        {"name": "recommender", "ready": True},
+    )
+    status, config = get(f"{base}/recommender/config")
+    assert (status, config["max_batch_size"], config["input"][0]["name"]) == (200, 64, "user_id")
+    status, answer = get(f"{base}/recommender/versions/7/ready")
+    assert status == 404
+    assert "version '7' does not exist" in answer["error"]
+    status, answer, _ = post(f"{base}/recommender/versions/7/infer", OIP_ONE_USER)
+    assert status == 404
+    assert "version '7'" in answer["error"]
+    assert get(f"{base}/ranker_dcn/versions/1/ready")[0] == 200  # Triton's, passed through
+    assert get(f"{base}/ranker_dcn/config")[1]["name"] == "ranker_dcn"
+    status, answer = get(f"{base}/ranker_dcn%3F/ready")  # not "ranker_dcn" plus a query
+    assert status in (400, 404)
+    assert set(answer) == {"error"}
+    status, answer = get(f"{graph.url}/v2/repository/index")
+    assert (status, set(answer)) == (405 if status == 405 else 404, {"error"})
+
+
+OIP_ONE_USER: dict[str, Any] = {
+    "inputs": [{"name": "user_id", "shape": [1], "datatype": "BYTES", "data": ["1"]}]
+}
 
 
 def test_bad_oip_requests_get_400_naming_the_field(graph: GraphServer) -> None:
+    cases: list[tuple[dict[str, Any], str | None]] = [
+        ({"parameters": {"age": "99999999999999999999"}}, "parameters['age']"),
+        ({"parameters": {"age": 30}}, None),  # a number is what users send: accepted
+    ]
+    for extra, field in cases:
+        status, answer, _ = post(
+            f"{graph.url}/v2/models/recommender/infer", {**OIP_ONE_USER, **extra}
+        )
+        if field is None:
+            assert status == 200, answer
+        else:
+            assert status == 400, answer
+            assert field in answer["error"]
+    deep = b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, answer, _ = post(f"{graph.url}/v2/models/recommender/infer", deep)
+    assert status == 400
+    assert "nested deeper" in answer["error"]
     bad = {"inputs": [{"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
     status, answer, _ = post(f"{graph.url}/v2/models/recommender/infer", bad)
     assert status == 400
@@ -206,6 +326,47 @@ def test_grpc_bad_request_is_invalid_argument(graph: GraphServer) -> None:
     assert "INVALID_ARGUMENT" in str(error.value.status())
     assert "k" in error.value.message()
     client.close()
+
+
+def test_grpc_edges_answer_with_the_right_status(graph: GraphServer) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(graph.grpc_url)
+    user = grpcclient.InferInput("user_id", [1], "BYTES")
+    user.set_data_from_numpy(np.array([b"new-1"], dtype=object))
+
+    def status_of(call: Any) -> tuple[str, str]:
+        with pytest.raises(InferenceServerException) as error:
+            call()
+        return str(error.value.status()), str(error.value.message())
+
+    try:
+        status, message = status_of(
+            lambda: client.infer("recommender", [user], parameters={"age": "99999999999999999999"})
+        )
+        assert (status, "parameters['age']" in message) == ("StatusCode.INVALID_ARGUMENT", True)
+        assert status_of(lambda: client.infer("recommender", [user], model_version="7"))[0] == (
+            "StatusCode.NOT_FOUND"
+        )
+        assert status_of(lambda: client.is_model_ready("recommender", "7"))[0] == (
+            "StatusCode.NOT_FOUND"
+        )
+        config = client.get_model_config("recommender", as_json=True)["config"]
+        assert config["max_batch_size"] == 64
+        assert client.get_model_config("combiner", as_json=True)["config"]["name"] == "combiner"
+        for call in (
+            client.get_model_repository_index,
+            lambda: client.load_model("combiner"),
+            lambda: client.unload_model("combiner"),
+        ):
+            assert status_of(call)[0] == "StatusCode.UNIMPLEMENTED"
+        assert (
+            client.infer("recommender", [user], parameters={"age": 30}).as_numpy("item_ids")
+            is not None
+        )
+    finally:
+        client.close()
 
 
 def test_trace_continues_the_callers_traceparent(graph: GraphServer, trace_file: Path) -> None:

@@ -446,7 +446,7 @@ def k_input(data: Any, shape: list[int] | None = None, datatype: str = "INT64") 
             "inputs[0] (user_id): data is missing",
         ),
         ({"inputs": [user(["a", 1])]}, "inputs[0] (user_id): element 1 is a int, not a string"),
-        ({"inputs": [user(["a", ""])]}, "inputs[0] (user_id): element 1 is empty"),
+        ({"inputs": [user(["a", ""])]}, "inputs[0] (user_id): element 1: must not be empty"),
         (
             {"inputs": [user([1, True], datatype="INT64")]},
             "inputs[0] (user_id): element 1 is a bool, not an integer",
@@ -475,12 +475,12 @@ def k_input(data: Any, shape: list[int] | None = None, datatype: str = "INT64") 
             "parameters: expected a JSON object, got list",
         ),
         (
-            {"inputs": [user(["a"])], "parameters": {"age": 30}},
-            "parameters['age']: expected a string, got int",
+            {"inputs": [user(["a"])], "parameters": {"age": 300}},
+            "parameters['age']: 300 is outside 0..150",
         ),
         (
             {"inputs": [user(["a"])], "parameters": {"occupation": None}},
-            "parameters['occupation']: expected a string, got NoneType",
+            "parameters['occupation']: expected a string, got null",
         ),
         ({"inputs": [user(["a"])], "id": 5}, "id: expected a string, got int"),
         (
@@ -563,10 +563,13 @@ def test_rest_binary_errors() -> None:
     )
 
 
-def test_rest_context_of_wrong_type_from_tritonclient() -> None:
+def test_rest_context_from_tritonclient_takes_an_age_as_a_number() -> None:
     inputs = [http_input("user_id", ids("a"), "BYTES", binary=False)]
     body, _ = http_body(inputs, parameters={"age": 25})
-    assert rest_error(body) == "parameters['age']: expected a string, got int"
+    (request,) = oip.parse_rest_request(body, default_k=10, max_k=100, max_batch=64)
+    assert request.context == {"age": "25"}
+    body, _ = http_body(inputs, parameters={"age": 25.5})
+    assert rest_error(body) == "parameters['age']: expected a whole number of years, got number"
 
 
 def test_split_rest_body_errors() -> None:
@@ -593,7 +596,7 @@ def test_grpc_errors_from_tritonclient_inputs() -> None:
         "inputs[0] (user_id): element 1 is not valid UTF-8"
     )
     empty = grpc_input("user_id", ids(""), "BYTES")
-    assert grpc_error(grpc_request([empty])) == "inputs[0] (user_id): element 0 is empty"
+    assert grpc_error(grpc_request([empty])) == "inputs[0] (user_id): element 0: must not be empty"
     many = grpc_input("user_id", ids(*[f"u{i}" for i in range(65)]), "BYTES")
     assert grpc_error(grpc_request([many])).startswith(
         "inputs[0] (user_id): batch size 65 exceeds max_batch 64"
@@ -609,8 +612,11 @@ def test_grpc_errors_from_tritonclient_inputs() -> None:
     assert grpc_error(grpc_request([users, unknown])).startswith(
         "inputs[1] (history): unknown input"
     )
-    assert grpc_error(grpc_request([users], parameters={"age": 30})) == (
-        "parameters['age']: expected a string, got int64_param"
+    assert grpc_error(grpc_request([users], parameters={"age": 10**19 // 2})) == (
+        "parameters['age']: 5000000000000000000 is outside 0..150"
+    )
+    assert grpc_error(grpc_request([users], parameters={"age": "99999999999999999999"})) == (
+        "parameters['age']: expected a whole number of years, got string"
     )
     assert grpc_error(grpc_request([users], parameters={"gender": True})) == (
         "parameters['gender']: expected a string, got bool_param"
