@@ -38,6 +38,8 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The user the Dockerfile creates (``useradd --uid 10001 ... cascade``).
 IMAGE_USER = "cascade:x:10001:10001::/tmp:/usr/sbin/nologin\n"
 VENV = Path(sys.executable).parent.parent
+#: This checkout (the virtualenv's editable install imports from it).
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def image_env() -> dict[str, str]:
@@ -179,11 +181,14 @@ class PodProcess:
             _bind(passwd, "/etc/passwd", read_only=True),
             *self._python_visible(),
         ]
+        staged = self._stage_hidden([Path(path) for line, path in mounts if "tmpfs" in line])
+        lines += [stage for stage, _ in staged]
         if read_only_root:
             lines.append("mount -o remount,bind,ro /")
         # Parents before children, as a runtime mounts them (a tmpfs at /tmp after a file bound
         # under /tmp would hide it).
         lines += [line for line, _ in sorted(mounts, key=lambda m: Path(m[1]).parts)]
+        lines += [restore for _, restore in staged]
         lines.append(f"cd {shlex.quote(cwd)}")
         lines.append(
             f"exec setpriv --reuid={uid} --regid={gid} --clear-groups "
@@ -213,6 +218,30 @@ class PodProcess:
             f"mkdir -p {shlex.quote(str(base))}",
             f"mount --bind {shlex.quote(str(stage))} {shlex.quote(str(base))}",
         ]
+
+    def _stage_hidden(self, tmpfs_paths: list[Path]) -> list[tuple[str, str]]:
+        """(before, after) lines that keep this checkout and its virtualenv visible when a
+        pod's emptyDir (a tmpfs at /tmp) would cover them: in the image they live elsewhere,
+        here they may sit under /tmp. Bound to a stage first, bound back over the tmpfs."""
+        needed = sorted({PROJECT.resolve(), VENV.resolve()}, key=lambda p: len(p.parts))
+        keep: list[Path] = []
+        for path in needed:
+            if any(path.is_relative_to(k) for k in keep):
+                continue
+            if any(path.is_relative_to(t) for t in tmpfs_paths):
+                keep.append(path)
+        out = []
+        for number, path in enumerate(keep):
+            stage = self.workdir / f"stage-{number}"
+            stage.mkdir(exist_ok=True)
+            where, there = shlex.quote(str(path)), shlex.quote(str(stage))
+            out.append(
+                (
+                    f"mount --bind {where} {there}",
+                    f"mkdir -p {where} && mount --bind {there} {where}",
+                )
+            )
+        return out
 
     def _mkdir(self, path: Path) -> None:
         missing = [p for p in (path, *path.parents) if not p.exists()]
