@@ -44,7 +44,7 @@ from inference.graph.recommender import Recommender, annotate
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import RankJob, RankResult
 from inference.graph.telemetry import attached, extract, traceparent, tracer
-from inference.graph.types import RecommendRequest, RecommendResponse
+from inference.graph.types import WARMUP_HEADER, RecommendRequest, RecommendResponse
 from inference.protocol import json_api, oip
 
 log = logging.getLogger("cascade.inference")
@@ -324,7 +324,7 @@ class GraphIngress:
                 response = await recommender.recommend(request)
                 if self.router is not None and route is not None:
                     response.assignment = route.assignment
-                    if route.variant is not None:
+                    if route.variant is not None and headers.get(WARMUP_HEADER) != "1":
                         self.router.served(request.user_id, route.variant)
                 annotate(response)
                 return response, traceparent(span)

@@ -26,6 +26,7 @@ from inference.errors import InferenceError, Unavailable
 from inference.graph.config import GraphConfig
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import MODELS
+from inference.graph.types import WARMUP_HEADER
 from inference.triton.server import TritonServer, free_port
 from inference.triton.supervisor import State, TritonSupervisor
 
@@ -140,7 +141,7 @@ class GraphServer:
         batches), so the first client request is not the one that pays for them."""
         for number in range(requests):
             try:
-                recommend(self.url, str(number + 1), timeout_s=10.0)
+                recommend(self.url, str(number + 1), timeout_s=10.0, headers={WARMUP_HEADER: "1"})
             except InferenceError as exc:
                 log.debug("warm-up request failed: %s", exc)
 
@@ -230,11 +231,17 @@ def start_ray(num_cpus: int | None = None) -> None:
     )
 
 
-def recommend(url: str, user_id: str, k: int = 10, timeout_s: float = 10.0) -> dict[str, object]:
+def recommend(
+    url: str,
+    user_id: str,
+    k: int = 10,
+    timeout_s: float = 10.0,
+    headers: dict[str, str] | None = None,
+) -> dict[str, object]:
     """One ``/v1/recommend`` call (for the demo and smoke checks)."""
     body = json.dumps({"user_id": user_id, "k": k}).encode()
     request = urllib.request.Request(
-        f"{url}/v1/recommend", body, {"Content-Type": "application/json"}
+        f"{url}/v1/recommend", body, {"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as reply:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Marks the launcher's warm-up requests: answered like any other, never logged as an
+#: experiment exposure (twenty made-up visits per start would skew every experiment).
+WARMUP_HEADER = "cascade-warmup"
+
 
 @dataclass(frozen=True)
 class RecommendRequest:
