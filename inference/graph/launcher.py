@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -190,6 +192,7 @@ class GraphServer:
             # graceful shutdown waits 30 s for its controller in HAProxy mode before giving up.
             if ray.is_initialized():
                 ray.shutdown()
+                remove_run_directory()
         finally:
             if self.supervisor is not None:
                 self.supervisor.stop()
@@ -208,18 +211,55 @@ class GraphServer:
         self.stop()
 
 
+#: Where a local run keeps Ray's session (logs, sockets) and HAProxy's config, state and
+#: admin socket: one private (0700) folder per process, removed on a clean stop. Ray's
+#: defaults are shared folders (/tmp/ray, /tmp/haproxy-serve) with an admin socket any local
+#: user may open (``mode 666 level admin``) and stale sockets left behind by every start.
+#: Short, because HAProxy's sockets go three levels below it (Ray adds a 56-character node id)
+#: and a Unix socket path may not exceed 107 bytes.
+RUN_PREFIX = "cserve-"
+
+
+def run_directory() -> Path:
+    """This process's private run folder (made on first use)."""
+    global _run_dir
+    if _run_dir is None or not _run_dir.is_dir():
+        _run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))  # 0700
+    return _run_dir
+
+
+_run_dir: Path | None = None
+
+
 def start_ray(num_cpus: int | None = None) -> None:
     """One local Ray cluster for this process (a no-op when one is running)."""
     for key, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    # HAProxy's own metrics and stats listeners default to fixed ports (9101, 8404); free
-    # ones let two graphs (or a graph and anything else on those ports) share a machine.
-    for key in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+    # HAProxy's metrics and stats listeners and Serve's fallback proxy default to fixed
+    # ports (9101, 8404, 8500, 9500): free ones let two graphs share a machine.
+    for key in (
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+    ):
         os.environ.setdefault(key, str(free_port()))
     import ray
 
     if ray.is_initialized():
         return
+    run = run_directory()
+    haproxy = run / "h"
+    haproxy.mkdir(mode=0o700, exist_ok=True)
+    os.environ.update(
+        {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+        }
+    )
     ray.init(
         # Always a cluster of its own: without this, ray.init joins a cluster another
         # `cascade serve` on the machine started, and serve.run would replace that graph.
@@ -228,7 +268,16 @@ def start_ray(num_cpus: int | None = None) -> None:
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
+        _temp_dir=str(run / "ray"),
     )
+
+
+def remove_run_directory() -> None:
+    """After ``ray.shutdown``: the session's logs and sockets, and HAProxy's files."""
+    global _run_dir
+    if _run_dir is not None:
+        shutil.rmtree(_run_dir, ignore_errors=True)
+        _run_dir = None
 
 
 def recommend(

@@ -448,6 +448,24 @@ def test_triton_stopped_falls_back_to_popular(
     assert 'cascade_fallbacks_total{fallback="popular",stage="retrieval"}' in text
 
 
+def test_the_run_keeps_its_files_private(graph: GraphServer) -> None:
+    """Ray's session and HAProxy's config and admin socket live in one 0700 folder of this
+    run's own (Ray's defaults are shared folders, the admin socket ``mode 666``)."""
+    import stat
+
+    from inference.graph.launcher import run_directory
+
+    run = run_directory()
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+    (config_file,) = (run / "h").glob("*/haproxy.cfg")  # one folder per Ray node
+    config = config_file.read_text()
+    assert f"stats socket {config_file.parent / 'admin.sock'}" in config
+    assert (config_file.parent / "admin.sock").is_socket()
+    assert any((run / "ray").glob("session_*"))
+    for default_port in ("9101", "8404", "9500", "8500"):  # Ray's fixed defaults
+        assert f":{default_port}\n" not in config
+
+
 def test_killed_triton_degrades_answers_until_it_is_restarted(graph: GraphServer) -> None:
     """kill -9 of the graph's own Triton: every request is still answered (with fallbacks),
     readiness says which stages degrade, and full-quality answers come back on their own."""

@@ -405,7 +405,44 @@ def test_network_policies_never_admit_everyone(name: str) -> None:
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         for rule in policy["spec"]["ingress"]:
             assert rule.get("from"), f"{policy['metadata']['name']}: {rule}"
-            assert rule.get("ports"), f"{policy['metadata']['name']}: {rule}"
+            # Every port only among a Ray cluster's own pods (Ray's ports are dynamic).
+            ray_only = rule["from"] == [
+                {"podSelector": {"matchLabels": {**RAY_LABELS, GRAPH_LABEL: GRAPH}}}
+            ]
+            assert rule.get("ports") or ray_only, f"{policy['metadata']['name']}: {rule}"
+
+
+RAY_LABELS = {"app.kubernetes.io/component": "ray"}
+GRAPH_LABEL = "serving.cascade.dev/graph"
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_pod_the_chart_creates_is_behind_a_network_policy(name: str) -> None:
+    """On by default: each pod template's labels are selected by one of the policies."""
+    docs = scenario(name)
+    selectors = [p["spec"]["podSelector"]["matchLabels"] for p in of_kind(docs, "NetworkPolicy")]
+    templates = [
+        d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+    ]
+    for service in of_kind(docs, "RayService"):
+        cluster = service["spec"]["rayClusterConfig"]
+        templates.append(cluster["headGroupSpec"]["template"]["metadata"]["labels"])
+        templates += [g["template"]["metadata"]["labels"] for g in cluster["workerGroupSpecs"]]
+    for labels in templates:
+        assert any(selector.items() <= labels.items() for selector in selectors), labels
+
+
+def test_the_ray_dashboard_is_reachable_only_from_kuberay() -> None:
+    docs = scenario("rayservice")
+    ray = one(docs, "NetworkPolicy", f"{GRAPH}-ray")["spec"]
+    dashboard = [
+        r for r in ray["ingress"] if {"port": 8265, "protocol": "TCP"} in r.get("ports", [])
+    ]
+    assert [r["from"] for r in dashboard] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}}}]
+    ]
 
 
 def test_network_policies_fence_the_graph_and_triton() -> None:
