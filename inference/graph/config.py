@@ -55,6 +55,9 @@ class CacheConfig(_Strict):
 
     ttl_s: float = Field(60.0, ge=0)  # 0 disables the cache
     max_entries: int = Field(100_000, ge=1)
+    #: Bound on the cached features' size (ids, arrays and per-entry overhead, estimated):
+    #: entries alone do not bound memory when an entry's size varies.
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
 
 class AdmissionConfig(_Strict):

@@ -80,7 +80,8 @@ class EmbeddedFeatureStore:
 
 
 class CachedFeatureStore:
-    """A TTL cache in front of ``store``, bounded by ``max_entries`` (oldest evicted first).
+    """A TTL cache in front of ``store``, bounded by ``max_entries`` and by ``max_bytes`` of
+    estimated size (:func:`entry_bytes`), oldest evicted first.
 
     Unknown users are cached too, so a flood of requests for one unknown id costs one store
     lookup per TTL. The store is called outside the lock: a slow lookup does not block hits
@@ -96,6 +97,8 @@ class CachedFeatureStore:
         self._store = store
         self._ttl_s = config.ttl_s
         self._max_entries = config.max_entries
+        self._max_bytes = config.max_bytes
+        self._bytes = 0
         self._clock = clock
         self._on_lookup = on_lookup
         self._entries: OrderedDict[str, tuple[float, UserFeatures | None]] = OrderedDict()
@@ -130,13 +133,40 @@ class CachedFeatureStore:
         with self._lock:
             return len(self._entries)
 
+    @property
+    def size_bytes(self) -> int:
+        """The estimated size of what is cached."""
+        return self._bytes
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
 
     def _put(self, user_id: str, expires: float, value: UserFeatures | None) -> None:
+        size = entry_bytes(user_id, value)
+        if size > self._max_bytes:
+            return  # larger than the whole cache: not worth evicting everything for
         with self._lock:
-            self._entries.pop(user_id, None)
+            old = self._entries.pop(user_id, None)
+            if old is not None:
+                self._bytes -= entry_bytes(user_id, old[1])
             self._entries[user_id] = (expires, value)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            self._bytes += size
+            while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+                evicted, (_, features) = self._entries.popitem(last=False)
+                self._bytes -= entry_bytes(evicted, features)
+
+
+#: Python's per-entry cost beyond the id and arrays (dict slot, tuple, dataclass, array
+#: headers): tracemalloc on CPython 3.11 measured about 1.5 KB per cached known user with
+#: 30 dense features and 50 history and 40 seen items, and this estimate is at least that.
+ENTRY_OVERHEAD_BYTES = 650
+
+
+def entry_bytes(user_id: str, value: UserFeatures | None) -> int:
+    """Estimated memory of one cache entry."""
+    size = ENTRY_OVERHEAD_BYTES + len(user_id.encode("utf-8", "surrogatepass"))
+    if value is not None:
+        size += value.dense.nbytes + value.history.nbytes + value.seen.nbytes
+    return size

@@ -14,7 +14,12 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -95,6 +100,12 @@ class GraphServer:
         return self
 
     def _start(self) -> None:
+        busy = ports_in_use(self.host, [self.http_port, self.grpc_port])
+        if busy:
+            where = ", ".join(f"{self.host}:{port}" for port in busy)
+            raise InferenceError(
+                f"cannot serve: {where} already in use (--http-port/--grpc-port choose others)"
+            )
         triton_grpc, triton_http = self.triton_grpc, self.triton_http
         if self.runtime == "triton" and triton_grpc is None:
             log.info("starting Triton on %s ...", self.repository)
@@ -211,6 +222,21 @@ class GraphServer:
         self.stop()
 
 
+def ports_in_use(host: str, ports: list[int]) -> list[int]:
+    """Which of ``ports`` cannot be bound on ``host`` now: checked before anything starts, so
+    a busy port is one line, not HAProxy's traceback after Ray and Triton came up."""
+    busy = []
+    for port in ports:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
 #: Where a local run keeps Ray's session (logs, sockets) and HAProxy's config, state and
 #: admin socket: one private (0700) folder per process, removed on a clean stop. Ray's
 #: defaults are shared folders (/tmp/ray, /tmp/haproxy-serve) with an admin socket any local
@@ -221,14 +247,20 @@ RUN_PREFIX = "cserve-"
 
 
 def run_directory() -> Path:
-    """This process's private run folder (made on first use)."""
-    global _run_dir
+    """This process's private run folder (made on first use), watched by a guardian process
+    that removes it, and kills what is left of Ray, if this process dies without stopping."""
+    global _run_dir, _guardian
     if _run_dir is None or not _run_dir.is_dir():
         _run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))  # 0700
+        _guardian = subprocess.Popen(
+            [sys.executable, "-m", "inference.graph.guardian", str(os.getpid()), str(_run_dir)],
+            start_new_session=True,  # Ctrl-C in the terminal is for the server
+        )
     return _run_dir
 
 
 _run_dir: Path | None = None
+_guardian: subprocess.Popen[bytes] | None = None
 
 
 def start_ray(num_cpus: int | None = None) -> None:
@@ -260,6 +292,10 @@ def start_ray(num_cpus: int | None = None) -> None:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
         }
     )
+    # ray.init installs its own SIGTERM handler (a stack dump, then exit): whoever runs the
+    # graph keeps theirs (``cascade serve`` stops cleanly on SIGTERM as on Ctrl-C).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     ray.init(
         # Always a cluster of its own: without this, ray.init joins a cluster another
         # `cascade serve` on the machine started, and serve.run would replace that graph.
@@ -270,11 +306,17 @@ def start_ray(num_cpus: int | None = None) -> None:
         logging_level=logging.WARNING,
         _temp_dir=str(run / "ray"),
     )
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def remove_run_directory() -> None:
     """After ``ray.shutdown``: the session's logs and sockets, and HAProxy's files."""
-    global _run_dir
+    global _run_dir, _guardian
+    if _guardian is not None:
+        _guardian.terminate()  # a clean stop: nothing for it to do
+        _guardian.wait()
+        _guardian = None
     if _run_dir is not None:
         shutil.rmtree(_run_dir, ignore_errors=True)
         _run_dir = None

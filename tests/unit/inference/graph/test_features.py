@@ -15,6 +15,7 @@ from inference.graph.features import (
     EmbeddedFeatureStore,
     FeatureStore,
     UserFeatures,
+    entry_bytes,
 )
 from tests.unit.inference.graph.test_catalog import write_build
 from training.features import HISTORY_LENGTH
@@ -51,13 +52,13 @@ class CountingStore:
 
 
 def cached(
-    ttl_s: float = 10.0, max_entries: int = 100
+    ttl_s: float = 10.0, max_entries: int = 100, max_bytes: int = 10**9
 ) -> tuple[CachedFeatureStore, CountingStore, Clock, list[bool]]:
     store, clock = CountingStore(), Clock()
     lookups: list[bool] = []
     cache = CachedFeatureStore(
         store,
-        CacheConfig(ttl_s=ttl_s, max_entries=max_entries),
+        CacheConfig(ttl_s=ttl_s, max_entries=max_entries, max_bytes=max_bytes),
         clock=clock,
         on_lookup=lookups.append,
     )
@@ -126,6 +127,29 @@ def test_the_oldest_entry_is_evicted_first() -> None:
     assert store.calls == {"a": 1, "b": 1, "c": 1}
     cache.user("a")
     assert store.calls["a"] == 2
+
+
+def test_the_cache_is_bounded_in_bytes_not_only_entries() -> None:
+    """Long unknown ids: each entry is bigger, so fewer fit; the size never passes the bound."""
+    one = entry_bytes("x" * 100, None)
+    cache, store, _, _ = cached(max_entries=1000, max_bytes=3 * one)
+    for n in range(50):
+        cache.user(f"{n:03d}" + "x" * 97)
+        assert cache.size_bytes <= 3 * one
+    assert len(cache) == 3
+    assert cache.size_bytes == 3 * one
+    cache.user("a")  # a known user's entry holds arrays: bigger than an unknown one's
+    assert entry_bytes("a", store.user("a")) > entry_bytes("a", None)
+    assert cache.size_bytes <= 3 * one
+    cache.clear()
+    assert cache.size_bytes == 0
+
+
+def test_an_entry_bigger_than_the_cache_is_not_cached() -> None:
+    cache, store, _, _ = cached(max_bytes=10)
+    cache.user("a")
+    cache.user("a")
+    assert (len(cache), store.calls["a"]) == (0, 2)
 
 
 def test_unknown_users_are_cached_for_the_ttl() -> None:
