@@ -328,6 +328,19 @@ def test_grpc_bad_request_is_invalid_argument(graph: GraphServer) -> None:
     client.close()
 
 
+def test_fuzzing_the_openapi_schema_and_oip_bodies_finds_no_unexpected_5xx(
+    graph: GraphServer,
+) -> None:
+    """schemathesis (valid and invalid cases of every operation in ``/openapi.json``) and
+    hypothesis-made OIP bodies, as ``benchmarks/reliability.py`` runs them at more examples."""
+    from benchmarks.reliability import fuzz
+
+    result = fuzz(graph.url, examples=15)
+    assert result["requests"] > 200, result
+    assert result["unexpected_5xx"] == 0, result["examples"]
+    assert set(result["statuses"]) >= {"200", "400", "404"}, result["statuses"]
+
+
 def test_grpc_edges_answer_with_the_right_status(graph: GraphServer) -> None:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
