@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/triton.py
 	$(BIN)/python benchmarks/experiments.py
 	$(BIN)/python benchmarks/graph.py
+	$(BIN)/python benchmarks/reliability.py
 
 clean:
 	rm -rf build .model_repo-staging .mypy_cache .ruff_cache .pytest_cache
