@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -44,16 +43,11 @@ import aiohttp
 import numpy as np
 import psutil  # type: ignore[import-untyped]
 
+from inference.triton.server import free_port
+
 RESULTS = Path(__file__).parent / "results" / "reliability.json"
 #: A 503 (overloaded, unavailable) or 504 (deadline) is an answer the graph designs.
 DESIGNED_5XX = (503, 504)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,8 +82,11 @@ class Serve:
             str(self.grpc_port),
             *self.extra,
         ]
+        # As from a user's shell: not the Ray settings of a graph this process may run itself
+        # (its HAProxy ports, say, which are taken).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

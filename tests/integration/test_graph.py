@@ -336,7 +336,7 @@ def test_fuzzing_the_openapi_schema_and_oip_bodies_finds_no_unexpected_5xx(
     from benchmarks.reliability import fuzz
 
     result = fuzz(graph.url, examples=15)
-    assert result["requests"] > 200, result
+    assert result["requests"] > 100, result
     assert result["unexpected_5xx"] == 0, result["examples"]
     assert set(result["statuses"]) >= {"200", "400", "404"}, result["statuses"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def test_a_busy_port_is_one_line_and_status_2(movielens_repo: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
         )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
