@@ -20,6 +20,12 @@ cache="${CASCADE_E2E_CACHE:-/var/cache/cascade-e2e}"
 out="$cache/kube-$digest"
 log() { echo "control plane: $*" >&2; }
 
+# One build at a time per machine: a second caller (CI starts the build early, then `make e2e`
+# asks for it) waits here and then finds the binaries.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+flock 9
+
 if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" ]]; then
   echo "$out"
   exit 0
