@@ -43,6 +43,7 @@ import aiohttp
 import numpy as np
 import psutil  # type: ignore[import-untyped]
 
+from benchmarks.load import run_load
 from inference.triton.server import free_port
 
 RESULTS = Path(__file__).parent / "results" / "reliability.json"
@@ -82,9 +83,7 @@ class Serve:
             str(self.grpc_port),
             *self.extra,
         ]
-        # As from a user's shell: not the Ray settings of a graph this process may run itself
-        # (its HAProxy ports, say, which are taken).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env = shell_environment()
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
@@ -129,6 +128,20 @@ class Serve:
         return code, self.log.read_text(errors="replace")
 
 
+def shell_environment() -> dict[str, str]:
+    """The environment as from a user's shell: without the Ray settings of a graph this
+    process may run itself (its HAProxy ports, say, which are taken)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running, and not a zombie waiting for its parent."""
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def health(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as reply:
@@ -166,40 +179,38 @@ async def closed_loop(
     rate_per_s: float | None = None,
     during: Callable[[float], None] | None = None,
 ) -> list[Answer]:
-    """``concurrency`` workers send ``/v1/recommend`` bodies for ``duration_s`` (at most
-    ``rate_per_s`` in all when given); ``during(elapsed)`` is called about every 50 ms."""
+    """``concurrency`` closed-loop workers (:func:`benchmarks.load.run_load`) send
+    ``/v1/recommend`` bodies for ``duration_s`` (at most ``rate_per_s`` in all when given),
+    keeping every answer; ``during(elapsed)`` is called about every 50 ms."""
     answers: list[Answer] = []
-    counter = iter(range(10**9))
     t0 = time.monotonic()
     stop = t0 + duration_s
     timeout = aiohttp.ClientTimeout(total=30)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
-        async def worker(number: int) -> None:
-            while time.monotonic() < stop:
-                n = next(counter)
-                if rate_per_s is not None:
-                    due = t0 + n / rate_per_s
-                    if due > stop:
-                        return
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-                payload = body(n)
-                start = time.monotonic()
-                try:
-                    async with session.post(f"{url}/v1/recommend", json=payload) as reply:
-                        data = await reply.json(content_type=None)
-                        status = reply.status
-                except (TimeoutError, aiohttp.ClientError, ValueError):
-                    data, status = None, 599  # no answer at all
-                fallbacks = None
-                variant = None
-                if status == 200 and isinstance(data, dict):
-                    fallbacks = tuple(data.get("fallbacks", ()))
-                    variant = (data.get("assignment") or {}).get("variant")
-                answers.append(
-                    Answer(start, time.monotonic(), status, fallbacks, variant, payload["user_id"])
-                )
+        async def send(n: int) -> None:
+            if rate_per_s is not None:
+                due = t0 + n / rate_per_s
+                if due > stop:
+                    return
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            payload = body(n)
+            start = time.monotonic()
+            try:
+                async with session.post(f"{url}/v1/recommend", json=payload) as reply:
+                    data = await reply.json(content_type=None)
+                    status = reply.status
+            except (TimeoutError, aiohttp.ClientError, ValueError):
+                data, status = None, 599  # no answer at all
+            fallbacks = None
+            variant = None
+            if status == 200 and isinstance(data, dict):
+                fallbacks = tuple(data.get("fallbacks", ()))
+                variant = (data.get("assignment") or {}).get("variant")
+            answers.append(
+                Answer(start, time.monotonic(), status, fallbacks, variant, payload["user_id"])
+            )
 
         async def watch() -> None:
             while time.monotonic() < stop:
@@ -207,7 +218,9 @@ async def closed_loop(
                     during(time.monotonic() - t0)
                 await asyncio.sleep(0.05)
 
-        await asyncio.gather(watch(), *(worker(i) for i in range(concurrency)))
+        # The client's own 30 s timeout answers first (a 599), so run_load's never fires.
+        load = run_load(send, concurrency=concurrency, duration_s=duration_s, timeout_s=60.0)
+        await asyncio.gather(watch(), load)
     return answers
 
 
@@ -461,7 +474,7 @@ def serve_kill(repo: Path, workdir: Path, requests: int = 400) -> dict[str, Any]
     serve.process.kill()
     serve.process.wait()
     time.sleep(10.0)  # the kernel's parent-death signals and the stubs' own checks
-    left = [p for p in tree[1:] if _alive(p)]
+    left = [p for p in tree[1:] if alive(p)]
     names = sorted({p.name() for p in left})
     for process in left:
         with contextlib.suppress(psutil.Error):
@@ -495,13 +508,6 @@ async def _one_by_one(url: str, users: Sequence[str]) -> list[Answer]:
                 variant = (data.get("assignment") or {}).get("variant")
             answers.append(Answer(start, time.monotonic(), reply.status, (), variant, user))
     return answers
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
 
 
 def _statuses(answers: Sequence[Answer]) -> dict[str, int]:

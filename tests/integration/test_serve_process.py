@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,10 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
 import pytest
 
-from benchmarks.reliability import Serve, health
+from benchmarks.reliability import Serve, alive, health, shell_environment
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +33,7 @@ def test_a_busy_port_is_one_line_and_status_2(movielens_repo: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
-            env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+            env=shell_environment(),
         )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
@@ -54,7 +52,7 @@ def test_sigterm_stops_everything_cleanly(movielens_repo: Path) -> None:
     assert code == 0, output[-2000:]
     assert "Traceback" not in output, output[-2000:]
     time.sleep(2.0)
-    assert [p.name() for p in tree if _alive(p)] == []
+    assert [p.name() for p in tree if alive(p)] == []
     assert run_folders() <= before
 
 
@@ -67,16 +65,9 @@ def test_kill_9_of_serve_leaves_no_process_and_no_folder(movielens_repo: Path) -
     serve.process.kill()
     serve.process.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(p) for p in tree[1:]):
+    while time.monotonic() < deadline and any(alive(p) for p in tree[1:]):
         time.sleep(0.5)
-    assert [p.name() for p in tree[1:] if _alive(p)] == []
+    assert [p.name() for p in tree[1:] if alive(p)] == []
     while time.monotonic() < deadline and not run_folders() <= before:
         time.sleep(0.5)
     assert run_folders() <= before
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
