@@ -242,6 +242,12 @@ def _error(exc: InferenceError) -> JSONResponse:
     return JSONResponse(oip.error_body(str(exc)), status_code=exc.status)
 
 
+def _refused(exc: InferenceError) -> JSONResponse:
+    """The answer to a REST request refused before it reached the graph, counted as sent."""
+    metrics.REQUESTS.labels(protocol="rest", code=str(exc.status), variant="none").inc()
+    return _error(exc)
+
+
 class GraphIngress:
     """HTTP and gRPC front of the graph; holds the in-process stages (features, retrieval,
     re-rank) and a handle to the ranking deployment."""
@@ -349,8 +355,7 @@ class GraphIngress:
                 await request.body(), default_k=self.config.default_k, max_k=self.config.max_k
             )
         except InferenceError as exc:
-            metrics.REQUESTS.labels(protocol="rest", code=str(exc.status), variant="none").inc()
-            return _error(exc)
+            return _refused(exc)
         try:
             response, parent = await self._serve(graph_request, "rest", dict(request.headers))
         except InferenceError as exc:
@@ -466,8 +471,7 @@ class GraphIngress:
                 binary=binary,
             )
         except InferenceError as exc:
-            metrics.REQUESTS.labels(protocol="rest", code=str(exc.status), variant="none").inc()
-            return _error(exc)
+            return _refused(exc)
         try:
             served = await asyncio.gather(
                 *(self._serve(r, "rest", dict(request.headers)) for r in requests)

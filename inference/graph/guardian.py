@@ -20,16 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from inference.processes import parent_and_start
+
 Process = tuple[int, int]  # (pid, start time in clock ticks since boot)
-
-
-def _stat(pid_dir: Path) -> tuple[int, int] | None:
-    """(parent pid, start time) of a /proc entry."""
-    try:
-        fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), int(fields[19])
 
 
 def descendants(root: int, proc: Path = Path("/proc")) -> set[Process]:
@@ -37,7 +30,7 @@ def descendants(root: int, proc: Path = Path("/proc")) -> set[Process]:
     children: dict[int, list[Process]] = {}
     for entry in proc.iterdir():
         if entry.name.isdigit():
-            stat = _stat(entry)
+            stat = parent_and_start(int(entry.name), proc)
             if stat is not None:
                 children.setdefault(stat[0], []).append((int(entry.name), stat[1]))
     found: set[Process] = set()
@@ -57,7 +50,7 @@ def clean_up(known: set[Process], run: Path, proc: Path = Path("/proc")) -> list
     for pid, start in sorted(known):
         if pid == os.getpid():
             continue
-        stat = _stat(proc / str(pid))
+        stat = parent_and_start(pid, proc)
         if stat is None or stat[1] != start:
             continue  # gone, or the pid now belongs to someone else
         try:

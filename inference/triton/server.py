@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 
 from inference.errors import InferenceError, Unavailable
+from inference.processes import parent_and_start
 from inference.triton.shim import build_runtime_repository, sync_model
 from training.repository_reader import RepositoryReader
 
@@ -430,12 +431,8 @@ def _kill_group(pid: int) -> None:
 def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (None if there is no such
     process): with the pid it identifies a process even after pids are reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses; fields after it are plain.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    stat = parent_and_start(pid)
+    return None if stat is None else stat[1]
 
 
 def write_owner(workdir: Path, server_pid: int, shm_prefix: str) -> None:
