@@ -4,7 +4,6 @@ read-only root filesystem. The writer (the build) keeps staging and recovery to 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,6 @@ from training.repository_reader import RepositoryReader
 
 MODELS = ["ranker", "retriever"]
 ROWS = [("ranker", 1), ("ranker", 2), ("retriever", 1), ("retriever", 2)]
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Path:
-    """A repository with two builds, alone in its parent as on a volume: no staging area."""
-    written = tmp_path / "build" / "model_repo"
-    writer = open_repo(written)
-    build(writer)
-    build(writer)
-    root = tmp_path / "volume" / "model_repo"
-    shutil.copytree(written, root)
-    return root
 
 
 def read_everything(reader: RepositoryReader) -> None:

@@ -4,28 +4,13 @@ written, and it links the canonical files rather than copying them."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-
-import pytest
 
 from inference.triton.server import TritonServer
 from inference.triton.shim import build_runtime_repository
 from tests.readonly import read_only_view
-from tests.unit.training.test_repository import build, open_repo, snapshot
+from tests.unit.training.test_repository import snapshot
 from training.model_config import parse_config
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Path:
-    """A canonical repository with two builds, alone in its parent (no staging area)."""
-    written = tmp_path / "build" / "model_repo"
-    writer = open_repo(written)
-    build(writer)
-    build(writer)
-    root = tmp_path / "volume" / "model_repo"
-    shutil.copytree(written, root)
-    return root
 
 
 def check_runtime(runtime: Path, canonical: Path) -> None:
