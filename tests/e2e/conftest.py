@@ -161,6 +161,8 @@ def _operator_stays_healthy(operator: PodProcess) -> Iterator[None]:
     start = len(operator.log.read_text(errors="replace")) if operator.log.exists() else 0
     yield
     text = operator.log.read_text(errors="replace")[start:]
-    refused = [line for line in text.splitlines() if "403" in line or "Forbidden" in line]
+    # The API server's refusal reads "403 Forbidden: ... is forbidden: User ..."; a bare
+    # "403" would also match a log line's milliseconds (",403]").
+    refused = [line for line in text.splitlines() if "forbidden" in line.lower()]
     assert not refused, "the chart's RBAC refused the operator:\n" + "\n".join(refused[:10])
     assert operator.alive(), f"the operator exited:\n{operator.tail()}"
