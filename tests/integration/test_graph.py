@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from inference.graph.catalog import Catalog
 from inference.graph.config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
-from inference.graph.launcher import GraphServer
+from inference.graph.launcher import GraphServer, run_directory
 from inference.triton.server import free_port
 from training.repository import ModelRepository
 
@@ -560,6 +563,59 @@ def test_overload_is_refused_at_once_with_retry_after(graph: GraphServer, redepl
     assert refused
     assert all(after == "1" for _, after in refused)
     assert any(status == 200 for status, _ in results)
+    # The HAProxy in front refuses at the redeployed limit (Ray reloaded it for the new
+    # replica), so a refusal waits for no replica.
+    rules = [line for line in haproxy_config().splitlines() if "be_conn(" in line]
+    assert rules
+    assert all(line.endswith(" ge 2 }") for line in rules)
+
+
+def test_slow_clients_take_no_admission_slot(graph: GraphServer) -> None:
+    """More slow clients than the admission limit (each sends its head and a byte of its
+    body, then stalls): the HAProxy in front holds their requests, so a normal one is
+    still admitted and answered."""
+    assert graph.settings is not None
+    limit = graph.settings.graph.admission.max_in_flight
+    host, port = graph.url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for _ in range(limit + 6):
+            sock = socket.create_connection((host, int(port)))
+            slow.append(sock)
+            sock.sendall(
+                b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{"
+            )
+        time.sleep(0.5)
+        status, body, _ = post(f"{graph.url}/v1/recommend", {"user_id": "42"})
+        assert status == 200, body
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def haproxy_config() -> str:
+    (config,) = (run_directory() / "h").glob("*/haproxy.cfg")
+    return config.read_text()
+
+
+def test_every_listener_of_the_local_graph_is_on_loopback(graph: GraphServer) -> None:
+    """Ray's GCS, raylet, workers and agents, HAProxy's stats and metrics, Triton: nothing
+    the graph starts listens beyond the machine unless configured to."""
+    listening = []
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.append((process.name(), conn.laddr.ip, conn.laddr.port))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    names = {name for name, _, _ in listening}
+    assert {"haproxy", "raylet", "gcs_server", "tritonserver"} <= names, names
+    loopback = ("127.0.0.1", "::1", "::ffff:127.0.0.1")  # the last: a dual-stack socket
+    exposed = [entry for entry in listening if entry[1] not in loopback]
+    assert not exposed
+    assert " bind *:" not in haproxy_config()
 
 
 def test_inline_ranking_gives_the_same_answers(graph: GraphServer, redeploy: Any) -> None:
