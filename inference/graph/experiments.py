@@ -45,11 +45,19 @@ class Route:
 
 
 def read_catalog(path: Path) -> ExperimentCatalog:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InferenceError(f"experiments file {path}: {exc}") from exc
+    return parse_catalog(text, path)
+
+
+def parse_catalog(text: str, path: Path) -> ExperimentCatalog:
     import yaml
 
     try:
-        return load_catalog(yaml.safe_load(Path(path).read_text()) or {})
-    except (OSError, ValidationError, ExperimentError) as exc:
+        return load_catalog(yaml.safe_load(text) or {})
+    except (yaml.YAMLError, ValidationError, ExperimentError) as exc:
         raise InferenceError(f"experiments file {path}: {exc}") from exc
 
 
@@ -158,7 +166,9 @@ class CatalogWatcher:
 
     A mounted ConfigMap changes under a running pod (the kubelet swaps the files in place), so
     polling the content, a few hundred bytes, is simpler and more reliable than file events.
-    An unreadable or invalid file is logged and skipped: the running design stays.
+    An unreadable or invalid file is logged and skipped: the running design stays. The bytes
+    compared are the bytes parsed (a second read could catch a writer mid-write), and an
+    empty read is a file being written, never "no experiments".
     """
 
     def __init__(
@@ -179,11 +189,11 @@ class CatalogWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             content = self._read()
-            if content is None or content == self._seen:
+            if content is None or not content.strip() or content == self._seen:
                 continue
             self._seen = content
             try:
-                catalog = read_catalog(self.path)
+                catalog = parse_catalog(content.decode("utf-8", errors="replace"), self.path)
             except InferenceError as exc:
                 log.warning("experiments file changed but is not usable, keeping the old: %s", exc)
                 continue

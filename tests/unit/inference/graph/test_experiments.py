@@ -419,3 +419,33 @@ def test_the_watcher_hands_on_a_changed_file_and_skips_a_broken_one(tmp_path: Pa
         assert [v.weight for v in seen[0].experiment(NAME).variants] == [20, 80]
     finally:
         watcher.close()
+
+
+def test_the_watcher_takes_an_empty_read_for_a_file_being_written(tmp_path: Path) -> None:
+    """A writer truncates before it writes: the watcher must not hand on "no experiments"."""
+    import json
+    import threading
+
+    from inference.graph.experiments import CatalogWatcher
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(json.dumps(design()))
+    seen: list[ExperimentCatalog] = []
+    changed = threading.Event()
+
+    def on_change(catalog: ExperimentCatalog) -> None:
+        seen.append(catalog)
+        changed.set()
+
+    watcher = CatalogWatcher(path, on_change, interval_s=0.005)
+    try:
+        path.write_text("")  # mid-write, as a poll may see it
+        assert not changed.wait(0.1)
+        data = design()
+        data["layers"][0]["experiments"][0]["variants"][0]["weight"] = 30
+        data["layers"][0]["experiments"][0]["variants"][1]["weight"] = 70
+        path.write_text(json.dumps(data))
+        assert changed.wait(5)
+        assert [v.weight for v in seen[0].experiment(NAME).variants] == [30, 70]
+    finally:
+        watcher.close()
