@@ -18,13 +18,14 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY training ./training
 COPY inference ./inference
 COPY ab_router ./ab_router
 COPY operators ./operators
 COPY benchmarks ./benchmarks
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" . \
-    && python -c "import inference, operators, training, ab_router"
+RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX_URL}" "./[train]" \
+    && python -c "import contract, inference, operators, training, ab_router"
 
 # ---- runtime: the virtualenv on a slim Python, as an unprivileged user --------------------------
 FROM ${PYTHON_IMAGE} AS runtime

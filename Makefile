@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (torch CPU, onnxruntime, faiss, tritonclient, dev tools)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -54,6 +54,7 @@ e2e: $(STAMP) controlplane
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -67,5 +68,5 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py
 
 clean:
-	rm -rf build .model_repo-staging .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build .model_repo-staging .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
 	find model_repo -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -9,9 +9,13 @@ from typing import Any
 
 from ab_router.analysis import analyze, analyze_events
 from ab_router.design import load_catalog
+from ab_router.errors import ExperimentError
 from ab_router.events import EventStore
 from ab_router.report import render_html, table
 from ab_router.stores import open_store
+
+#: Raised on purpose for a bad catalog or event log: one line, exit status 2.
+USER_ERRORS = (ExperimentError,)
 
 
 def timeline(

@@ -29,24 +29,17 @@ from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
+from contract.arrays import FloatArray, IntArray
+from contract.graph_config import GraphConfig
+from contract.model_config import MODEL_FILENAME
+from contract.names import COMBINER, RANKERS, USER_TOWER
+from contract.repository import RepositoryReader
 from inference.graph.catalog import Catalog
 from inference.graph.components import load_components, resolve_versions
-from inference.graph.config import GraphConfig
 from inference.graph.features import EmbeddedFeatureStore, UserFeatures
 from inference.graph.rerank import rerank, resolve_deny
 from inference.graph.settings import GraphSettings
-from inference.graph.stages import (
-    COMBINER,
-    RANKERS,
-    USER_TOWER,
-    Candidates,
-    ItemSearch,
-    RankJob,
-    ranker_feed,
-)
-from training.model_config import MODEL_FILENAME
-from training.repository_reader import RepositoryReader
-from training.tables import FloatArray, IntArray
+from inference.graph.stages import Candidates, ItemSearch, RankJob, ranker_feed
 
 __all__ = [
     "NAIVE_ROUTE",

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load import (  # noqa: E402
+from inference.traffic import (  # noqa: E402
     GrpcRecommendClient,
     HttpRecommendClient,
     LoadResult,

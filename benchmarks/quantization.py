@@ -25,8 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from training.build import COMBINER, RANKERS, USER_TOWER  # noqa: E402
-from training.features import load_features  # noqa: E402
+from contract.features import load_features  # noqa: E402
+from contract.names import (  # noqa: E402
+    COMBINER,
+    FEATURES_FILE,
+    RANKERS,
+    USER_TOWER,
+)
 from training.feeds import Feed, random_feeds  # noqa: E402
 from training.quantization import time_session  # noqa: E402
 from training.repository import ModelRepository  # noqa: E402
@@ -67,14 +72,14 @@ def main() -> int:
     if not all(repo.versions(m) for m in MODELS):
         print(f"{args.repo} has no complete build; building one (cascade build)...", flush=True)
         subprocess.run(
-            [sys.executable, "-m", "training.cli", "build", "--out", str(args.repo), "-q"],
+            [sys.executable, "-m", "contract.cli", "build", "--out", str(args.repo), "-q"],
             check=True,
             cwd=ROOT,
         )
         repo = ModelRepository(args.repo)
     version = max(repo.versions(USER_TOWER))
     tower_dir = repo.version_dir(USER_TOWER, version)
-    features = load_features(tower_dir / "features.npz")
+    features = load_features(tower_dir / FEATURES_FILE)
     kinds = random_feeds(features, np.random.default_rng(0))
     makers = {USER_TOWER: kinds["user_tower"], COMBINER: kinds["combiner"]}
     makers.update({name: kinds["ranker"] for name in RANKERS})

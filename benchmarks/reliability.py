@@ -45,7 +45,7 @@ import aiohttp
 import numpy as np
 import psutil  # type: ignore[import-untyped]
 
-from benchmarks.load import run_load
+from inference.traffic import run_load
 from inference.triton.server import free_port
 
 RESULTS = Path(__file__).parent / "results" / "reliability.json"
@@ -186,7 +186,7 @@ async def closed_loop(
     rate_per_s: float | None = None,
     during: Callable[[float], None] | None = None,
 ) -> list[Answer]:
-    """``concurrency`` closed-loop workers (:func:`benchmarks.load.run_load`) send
+    """``concurrency`` closed-loop workers (:func:`inference.traffic.run_load`) send
     ``/v1/recommend`` bodies for ``duration_s`` (at most ``rate_per_s`` in all when given),
     keeping every answer; ``during(elapsed)`` is called about every 50 ms."""
     answers: list[Answer] = []

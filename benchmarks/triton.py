@@ -28,9 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contract.features import load_features  # noqa: E402
+from contract.names import FEATURES_FILE  # noqa: E402
 from inference.triton.client import TritonClient, request_tensors  # noqa: E402
 from inference.triton.server import TritonServer  # noqa: E402
-from training.features import load_features  # noqa: E402
 from training.feeds import Feed, random_feeds  # noqa: E402
 from training.onnx_export import session  # noqa: E402
 from training.repository import ModelRepository  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> int:
         print(f"{args.repo} has no {args.model}; run `make demo` (or cascade build) first")
         return 2
     version = max(repo.versions("user_tower"))
-    features = load_features(repo.version_dir("user_tower", version) / "features.npz")
+    features = load_features(repo.version_dir("user_tower", version) / FEATURES_FILE)
     make = random_feeds(features, np.random.default_rng(0))["ranker"]
     onnx_file = repo.version_dir(args.model, max(repo.versions(args.model))) / "model.onnx"
     local = session(onnx_file, threads=1)

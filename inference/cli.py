@@ -1,4 +1,5 @@
-"""``cascade serve`` and ``cascade demo``: the graph on one machine, no cluster."""
+"""``cascade serve`` and ``cascade demo`` (the graph on one machine, no cluster) and
+``cascade triton`` (a model repository on the local tritonserver)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inference.errors import InferenceError
-from training.errors import FactoryError
+from inference.graph.settings import DEFAULT_RANKING_PLACEMENT
 
 
 def _graph_config(path: Path | None) -> Any:
-    from inference.graph.config import load_graph_config
+    from contract.graph_config import load_graph_config
 
     return load_graph_config(path)
 
@@ -55,10 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = _server(args)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        try:
-            server.start()
-        except InferenceError as exc:
-            raise FactoryError(str(exc)) from exc
+        server.start()
         print(
             f"graph ready: HTTP {server.url} (/v1/recommend, /v2/models/recommender/infer, "
             f"/metrics, /docs), gRPC {server.grpc_url} (Open Inference Protocol). Ctrl-C stops.",
@@ -74,14 +71,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from benchmarks.load import HttpRecommendClient, percentile_table, run_load
+    from contract.cli import main as cascade
+    from contract.repository import RepositoryReader
     from inference.graph.launcher import recommend
-    from training.repository_reader import RepositoryReader
+    from inference.traffic import HttpRecommendClient, percentile_table, run_load
 
     repo = Path(args.repo)
     if not repo.is_dir() or not RepositoryReader(repo).versions("user_tower"):
-        from training.cli import main as cascade
-
         print("no models yet: building them first (cascade build) ...", flush=True)
         if cascade(["build", "--out", str(repo)]) != 0:
             return 1
@@ -123,12 +119,46 @@ def _demo(args: argparse.Namespace) -> int:
         print("\nlatency (HTTP, end to end from a client on this machine):")
         print(percentile_table(results))
         return 0
-    except InferenceError as exc:
-        raise FactoryError(str(exc)) from exc
     except KeyboardInterrupt:
         return 130
     finally:
         print("\nshutting down ...", flush=True)
+        server.stop()
+
+
+def _triton(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from inference.triton.server import TritonServer
+
+    server = TritonServer(
+        args.repo,
+        models=args.model or None,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+        dynamic_batching=not args.no_batching,
+    )
+    server.start()
+    states = server.model_states()
+    for name, (state, reason) in sorted(states.items()):
+        print(f"{name:24s} {state}{': ' + reason if reason else ''}")
+    print(
+        f"Triton ready on {server.host}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+        f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it."
+    )
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited: {server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Triton...", file=sys.stderr)
+        return 0
+    finally:
         server.stop()
 
 
@@ -149,7 +179,7 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ranking",
         choices=["inline", "deployment"],
-        default="inline",
+        default=DEFAULT_RANKING_PLACEMENT,
         help="rank inside the ingress (default; no hop) or in its own deployment",
     )
     parser.add_argument("--experiments", type=Path, help="ab_router catalog (YAML/JSON)")
@@ -172,3 +202,21 @@ def register(sub: Any) -> None:
     _add_server_args(demo)
     demo.add_argument("--seconds", type=float, default=5.0, help="traffic per concurrency level")
     demo.set_defaults(run=_demo)
+    triton = sub.add_parser(
+        "triton",
+        help="serve a model repository with the local tritonserver until Ctrl-C",
+        description="Serve the repository with the real tritonserver bundled in nvidia-pytriton "
+        "(python-backend shim over onnxruntime; the stock image serves it natively).",
+    )
+    triton.add_argument("--repo", type=Path, default=Path("model_repo"))
+    triton.add_argument("--model", action="append", help="load only these (repeatable)")
+    triton.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address HTTP, gRPC and metrics bind to (default loopback; 0.0.0.0 in a pod)",
+    )
+    triton.add_argument("--http-port", type=int, default=8000)
+    triton.add_argument("--grpc-port", type=int, default=8001)
+    triton.add_argument("--metrics-port", type=int, default=8002)
+    triton.add_argument("--no-batching", action="store_true", help="disable dynamic batching")
+    triton.set_defaults(run=_triton)

@@ -6,8 +6,10 @@ for ``BadRequest``); the original exception is always kept as ``__cause__``.
 
 from __future__ import annotations
 
+from contract.errors import CascadeError
 
-class InferenceError(Exception):
+
+class InferenceError(CascadeError):
     """Root of every error the data plane raises on purpose."""
 
     status: int = 500

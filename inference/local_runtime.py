@@ -24,6 +24,10 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from contract.errors import RepositoryError
+from contract.model_config import MODEL_FILENAME
+from contract.repository import RepositoryReader
+from contract.signature import Signature
 from inference.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -42,10 +46,6 @@ from inference.validation import (
     signature_problems,
     spec_from_config,
 )
-from training.errors import FactoryError
-from training.model_config import MODEL_FILENAME
-from training.repository_reader import RepositoryReader
-from training.signature import Signature
 
 __all__ = ["OnnxRuntime", "RuntimeMode", "choose_runtime"]
 
@@ -97,13 +97,13 @@ class OnnxRuntime:
         try:
             repo = RepositoryReader(self.repository)
             names = list(models) if models is not None else repo.models()
-        except FactoryError as exc:
+        except RepositoryError as exc:
             raise ServerError(f"cannot open model repository {self.repository}: {exc}") from exc
         pinned = dict(versions or {})
         for name in sorted({*names, *pinned}):
             try:
                 self._loaded[name] = self._load(repo, name, pinned.get(name))
-            except (FactoryError, ModelNotFound, ServerError) as exc:
+            except (RepositoryError, ModelNotFound, ServerError) as exc:
                 self._failed[name] = str(exc).removeprefix(f"{name}: ")
                 log.warning("onnxruntime: %s not loaded: %s", name, self._failed[name])
 

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from training.signature import Signature
+from contract.signature import Signature
 
 Tensors = dict[str, npt.NDArray[np.generic]]
 

@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.grpc import model_config_pb2
 
+from contract.signature import Signature, TensorSpec
 from inference.errors import BadRequest
-from training.signature import Signature, TensorSpec
 
 __all__ = [
     "ModelSpec",

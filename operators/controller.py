@@ -29,6 +29,7 @@ from operators.crds.specs import (
     ExperimentSpec,
     InferenceGraphSpec,
     ModelSpec,
+    canary_experiment,
     field_errors,
     graph_name_problem,
 )
@@ -541,7 +542,7 @@ class Controller:
                 observed = await self.observer.canary(
                     ns,
                     graphs[0]["metadata"]["name"],
-                    f"canary-{name}",
+                    canary_experiment(name),
                     window,
                     spec.canary.business_metric,
                 )

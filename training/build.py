@@ -21,6 +21,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from contract.arrays import FloatArray, IntArray
+from contract.features import FeatureTables
+from contract.names import (
+    CATALOG_FILE,
+    COMBINER,
+    FEATURES_FILE,
+    IDS_FILE,
+    ITEM_INDEX_FILE,
+    RANKER_DCN,
+    RANKER_MLP,
+    RANKERS,
+    SEEN_FILE,
+    USER_TOWER,
+)
 from training import __version__, metrics
 from training.evaluation import (
     CANDIDATES,
@@ -32,7 +46,7 @@ from training.evaluation import (
     retrieval_metrics,
     score_candidates,
 )
-from training.features import FeatureTables, build_features
+from training.features import build_features
 from training.feeds import (
     Feed,
     Runner,
@@ -61,12 +75,9 @@ from training.repository import ModelRepository
 from training.retrieval import ItemIndex, RetrievalConfig, RetrievalModel, train_retrieval
 from training.split import Split, time_ordered_split
 from training.synthetic import SyntheticConfig, generate
-from training.tables import Dataset, FloatArray, IntArray
+from training.tables import Dataset
 
 log = logging.getLogger("cascade.training")
-
-USER_TOWER, RANKER_DCN, RANKER_MLP, COMBINER = "user_tower", "ranker_dcn", "ranker_mlp", "combiner"
-RANKERS = (RANKER_DCN, RANKER_MLP)
 
 
 class BuildConfig(BaseModel):
@@ -443,10 +454,10 @@ def code_version() -> str:
 def write_serving_artifacts(trained: Trained, directory: Path) -> None:
     """What the retrieval stage needs beside the tower: the item index and the feature tables."""
     np.save(directory / "item_embeddings.npy", trained.retrieval.item_embeddings)
-    trained.index.save(directory / "item_index.faiss")
-    trained.features.save(directory / "features.npz")
+    trained.index.save(directory / ITEM_INDEX_FILE)
+    trained.features.save(directory / FEATURES_FILE)
     ids = {"users": trained.dataset.users.ids, "items": trained.dataset.items.ids}
-    (directory / "ids.json").write_text(json.dumps(ids))
+    (directory / IDS_FILE).write_text(json.dumps(ids))
     users, items = trained.dataset.users, trained.dataset.items
     catalog = {
         "genres": list(items.genre_vocab),
@@ -457,13 +468,13 @@ def write_serving_artifacts(trained: Trained, directory: Path) -> None:
             "occupation": [users.occupation_vocab[c] for c in users.occupation],
         },
     }
-    (directory / "catalog.json").write_text(json.dumps(catalog))
+    (directory / CATALOG_FILE).write_text(json.dumps(catalog))
     # Everything each user has rated, in any split: serving never recommends it again.
     events = trained.dataset.interactions
     order = np.lexsort((events.item, events.user))
     pairs = np.unique(np.stack([events.user[order], events.item[order]], axis=1), axis=0)
     indptr = np.searchsorted(pairs[:, 0], np.arange(len(users) + 1)).astype(np.int64)
-    np.savez_compressed(directory / "seen.npz", indptr=indptr, indices=pairs[:, 1].astype(np.int64))
+    np.savez_compressed(directory / SEEN_FILE, indptr=indptr, indices=pairs[:, 1].astype(np.int64))
 
 
 def run_build(config: BuildConfig) -> BuildResult:

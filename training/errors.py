@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.errors import CascadeError
 
-class FactoryError(Exception):
+
+class FactoryError(CascadeError):
     """Root of every error the model factory raises on purpose."""
+
+    status = 400  # what the factory refuses is its input's to fix
 
 
 class DataError(FactoryError):
@@ -36,10 +40,6 @@ class DataError(FactoryError):
 
 class ChecksumError(DataError):
     """A downloaded or cached artifact does not have the expected sha256."""
-
-
-class RepositoryError(FactoryError):
-    """The Triton model repository cannot be read or written as asked."""
 
 
 class ExportError(FactoryError):

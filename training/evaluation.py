@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.arrays import FloatArray, IntArray
+from contract.features import FeatureTables
 from training import metrics
-from training.features import FeatureTables
 from training.feeds import Runner, ranker_feed, run_chunked
 from training.split import positives, seen_by_user
-from training.tables import FloatArray, IntArray, Interactions
+from training.tables import Interactions
 
 CANDIDATES = 1000
 

@@ -13,10 +13,10 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from training.features import FeatureTables
+from contract.arrays import FloatArray, IntArray
+from contract.features import FeatureTables
+from contract.signature import Signature
 from training.networks import COMBINER_INPUTS
-from training.signature import Signature
-from training.tables import FloatArray, IntArray
 
 Feed = dict[str, npt.NDArray[np.generic]]
 #: Scores a feed: returns the first output as float32 of shape (batch, ...).

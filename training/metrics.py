@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.tables import BoolArray, FloatArray, IntArray
+from contract.arrays import BoolArray, FloatArray, IntArray
 
 
 def hits(ranked: IntArray, relevant: list[IntArray]) -> BoolArray:

@@ -7,7 +7,6 @@ that Cascade writes is one Triton can parse, and a config that disagrees with it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,13 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2
 
-from training.errors import RepositoryError
-from training.signature import Signature, TensorSpec
-
-PLATFORM: Final = "onnxruntime_onnx"
-MODEL_FILENAME: Final = "model.onnx"
-
-MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+from contract.errors import RepositoryError
+from contract.model_config import (
+    MODEL_FILENAME,
+    PLATFORM,
+    validate_model_name,
+)
+from contract.signature import Signature, TensorSpec
 
 # ONNX element types -> Triton DataType names; only FP32/INT64 are written, the rest make the
 # mismatch message readable.
@@ -46,17 +45,6 @@ _ONNX_TO_TRITON: Final[dict[int, str]] = {
 # --------------------------------------------------------------------------------------------
 # config.pbtxt: pure building/parsing/checking
 # --------------------------------------------------------------------------------------------
-
-
-def validate_model_name(name: str) -> str:
-    """Return ``name`` if it is a safe model directory name, else raise RepositoryError.
-
-    The name becomes a path component under the root and Triton's model name, so anything that
-    could escape the root or need quoting (``/``, ``..``, spaces, dots) is refused.
-    """
-    if not MODEL_NAME.fullmatch(name):
-        raise RepositoryError(f"model name {name!r} must match ^[a-zA-Z0-9_-]+$")
-    return name
 
 
 def _empty_parameters() -> dict[str, str]:
@@ -169,25 +157,6 @@ def render_config(spec: ModelConfigSpec) -> str:
     """The ``config.pbtxt`` text for ``spec``."""
     text: str = text_format.MessageToString(build_config(spec))
     return text
-
-
-def parse_config_text(text: str, *, source: str = "<text>") -> Any:
-    """Parse ``config.pbtxt`` text into a ``ModelConfig``; RepositoryError names ``source``."""
-    config = model_config_pb2.ModelConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise RepositoryError(f"{source}: not a valid Triton model config: {exc}") from exc
-    return config
-
-
-def parse_config(path: Path) -> Any:
-    """Read and parse one ``config.pbtxt`` into a ``model_config_pb2.ModelConfig``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RepositoryError(f"{path}: cannot read model config: {exc}") from exc
-    return parse_config_text(text, source=str(path))
 
 
 def _config_dims(tensor: Any) -> list[int]:

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.features import HISTORY_LENGTH, FeatureLayout
-from training.signature import Signature, TensorSpec
+from contract.features import HISTORY_LENGTH, FeatureLayout
+from contract.signature import Signature, TensorSpec
 
 
 def _mlp(width_in: int, widths: tuple[int, ...]) -> nn.Sequential:

@@ -34,9 +34,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from contract.signature import DType, Signature, TensorSpec
 from training.errors import ExportError
 from training.quiet import captured
-from training.signature import DType, Signature, TensorSpec
 
 logger = logging.getLogger("cascade.training")
 

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.features import FeatureTables
+from contract.arrays import BoolArray, FloatArray, IntArray
+from contract.features import FeatureTables
 from training.feeds import ranker_feed
 from training.networks import Combiner, ranker_signature
 from training.split import POSITIVE_RATING, sample_negatives
-from training.tables import BoolArray, FloatArray, IntArray, Interactions
+from training.tables import Interactions
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.features import UNKNOWN
 from training.errors import DataError
-from training.tables import UNKNOWN, Dataset, Interactions, Items, Users
+from training.tables import Dataset, Interactions, Items, Users
 
 log = logging.getLogger("cascade.training")
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
-from training.build import COMBINER, RANKERS, USER_TOWER, BuildResult
+from contract.cli import text_table
+from contract.names import COMBINER, RANKERS, USER_TOWER
+from training.build import BuildResult
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -15,19 +16,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def quality_table(result: BuildResult) -> str:
@@ -50,7 +38,7 @@ def quality_table(result: BuildResult) -> str:
         f"Quality on the test split of {result.dataset}: {ev['users_evaluated']} users, "
         f"{ev['candidates']} retrieval candidates each"
     )
-    return f"{title}\n{table(header, rows)}"
+    return f"{title}\n{text_table(header, rows)}"
 
 
 def speed_table(result: BuildResult) -> str:
@@ -87,4 +75,4 @@ def speed_table(result: BuildResult) -> str:
             ]
         )
     title = "Speed (onnxruntime CPU, 1 thread, p50) and the INT8 quality gate (validation split)"
-    return f"{title}\n{table(header, rows)}"
+    return f"{title}\n{text_table(header, rows)}"

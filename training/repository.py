@@ -44,23 +44,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from training.digest import sha256_file
-from training.errors import RepositoryError
-from training.model_config import (
-    MODEL_FILENAME,
-    MODEL_NAME,
-    ModelConfigSpec,
-    check_config_matches_onnx,
-    parse_config_text,
-    render_config,
-    validate_model_name,
-)
-from training.repository_reader import (
+from contract.errors import RepositoryError
+from contract.model_config import MODEL_FILENAME, MODEL_NAME, parse_config_text, validate_model_name
+from contract.repository import (
     CONFIG_FILENAME,
     MANIFEST_FILENAME,
     RepositoryReader,
     served_versions,
 )
+from training.digest import sha256_file
+from training.model_config import ModelConfigSpec, check_config_matches_onnx, render_config
 
 __all__ = [
     "CONFIG_FILENAME",

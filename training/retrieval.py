@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.features import FeatureTables
+from contract.arrays import FloatArray, IntArray
+from contract.features import FeatureTables
 from training.feeds import torch_runner, user_feed
 from training.networks import ItemTower, UserTower, user_tower_signature
 from training.split import POSITIVE_RATING
-from training.tables import FloatArray, IntArray, Interactions
+from training.tables import Interactions
 
 log = logging.getLogger("cascade.training")
 

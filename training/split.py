@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.tables import BoolArray, IntArray, Interactions
+from contract.arrays import BoolArray, IntArray
+from training.tables import Interactions
 
 #: Ratings at or above this are positives (MovieLens: 4 and 5 stars).
 POSITIVE_RATING = 4.0

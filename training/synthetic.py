@@ -34,7 +34,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
-from training.tables import Dataset, FloatArray, IntArray, Interactions, Items, Users
+from contract.arrays import FloatArray, IntArray
+from training.tables import Dataset, Interactions, Items, Users
 
 __all__ = [
     "GENDERS",

@@ -10,15 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
-
-#: Placeholder for a categorical value the source did not give.
-UNKNOWN = "unknown"
+from contract.arrays import BoolArray, FloatArray, IntArray
+from contract.features import UNKNOWN
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,12 @@ from tritonclient.grpc import service_pb2
 from ab_router.design import Catalog as ExperimentCatalog
 from ab_router.events import EventStore
 from ab_router.stores import open_store
+from contract.errors import grpc_code_name
+from contract.graph_config import GraphConfig
 from inference import metrics
 from inference.errors import BadRequest, InferenceError, ModelNotFound, Unavailable
 from inference.graph.admission import Admission
 from inference.graph.components import Components, load_components, resolve_versions
-from inference.graph.config import GraphConfig
 from inference.graph.experiments import CatalogWatcher, ExperimentRouter, read_catalog, report
 from inference.graph.recommender import Recommender, annotate
 from inference.graph.settings import GraphSettings
@@ -667,14 +668,8 @@ def _grpc_version_refused(grpc_context: Any, name: str, version: str) -> bool:
 def _grpc_abort(grpc_context: Any, exc: InferenceError) -> None:
     import grpc
 
-    codes = {
-        400: grpc.StatusCode.INVALID_ARGUMENT,
-        404: grpc.StatusCode.NOT_FOUND,
-        503: grpc.StatusCode.UNAVAILABLE,
-        504: grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
     if grpc_context is not None:
-        grpc_context.set_code(codes.get(exc.status, grpc.StatusCode.INTERNAL))
+        grpc_context.set_code(grpc.StatusCode[grpc_code_name(exc.status)])
         grpc_context.set_details(str(exc))
 
 

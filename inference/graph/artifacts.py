@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.errors import RepositoryError
+from contract.graph_config import CacheConfig
+from contract.names import USER_TOWER
 from inference.errors import InferenceError
 from inference.graph.catalog import Catalog
-from inference.graph.config import CacheConfig
 from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
-from inference.graph.stages import USER_TOWER, ItemSearch, Retriever
+from inference.graph.stages import ItemSearch, Retriever
 from inference.runtime import ModelRuntime
-from training.errors import FactoryError
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +73,7 @@ class TowerArtifactCache:
             if found is None:
                 try:
                     found = self._load(version)
-                except (OSError, ValueError, FactoryError) as exc:
+                except (OSError, ValueError, RepositoryError) as exc:
                     raise InferenceError(
                         f"version {version}: cannot load its catalog, features and item index: "
                         f"{exc}",

@@ -17,13 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from training.features import AGE_EDGES, FeatureTables, load_features
-from training.tables import UNKNOWN, BoolArray, IntArray
-
-FEATURES_FILE = "features.npz"
-IDS_FILE = "ids.json"
-CATALOG_FILE = "catalog.json"
-SEEN_FILE = "seen.npz"
+from contract.arrays import BoolArray, IntArray
+from contract.features import AGE_EDGES, UNKNOWN, FeatureTables, load_features
+from contract.names import CATALOG_FILE, FEATURES_FILE, IDS_FILE, SEEN_FILE
 
 #: Smaller demographic groups give noisy popularity; they fall back to a coarser group.
 MIN_GROUP_USERS = 20

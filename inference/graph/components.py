@@ -11,20 +11,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.errors import RepositoryError
+from contract.graph_config import GraphConfig
+from contract.names import MODELS, USER_TOWER
+from contract.repository import RepositoryReader
 from inference import metrics
 from inference.errors import InferenceError, ModelNotFound
 from inference.graph.artifacts import TowerArtifactCache, TowerArtifacts
 from inference.graph.catalog import Catalog
-from inference.graph.config import GraphConfig
 from inference.graph.experiments import find_experiment, read_catalog, variant_configs
 from inference.graph.features import CachedFeatureStore
 from inference.graph.recommender import RankFn, Recommender
 from inference.graph.settings import GraphSettings
-from inference.graph.stages import MODELS, USER_TOWER, Ranker, RankJob, Retriever
+from inference.graph.stages import Ranker, RankJob, Retriever
 from inference.runtime import ModelRuntime
 from inference.triton.client import RetryPolicy, TritonClient
-from training.errors import RepositoryError
-from training.repository_reader import RepositoryReader
 
 log = logging.getLogger("cascade.inference")
 

@@ -28,9 +28,9 @@ from ab_router.design import Catalog as ExperimentCatalog
 from ab_router.design import Experiment, load_catalog
 from ab_router.errors import ExperimentError
 from ab_router.events import EventStore, Exposure
+from contract.graph_config import GraphConfig
 from inference import metrics
 from inference.errors import InferenceError, ModelNotFound
-from inference.graph.config import GraphConfig
 
 log = logging.getLogger("cascade.inference")
 

@@ -14,10 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
+from contract.arrays import FloatArray, IntArray
+from contract.features import HISTORY_LENGTH
+from contract.graph_config import CacheConfig
 from inference.graph.catalog import Catalog
-from inference.graph.config import CacheConfig
-from training.features import HISTORY_LENGTH
-from training.tables import FloatArray, IntArray
 
 
 @dataclass(frozen=True, eq=False)

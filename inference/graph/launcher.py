@@ -27,14 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
+from contract.graph_config import GraphConfig
+from contract.names import MODELS
 from inference.errors import InferenceError, Unavailable
-from inference.graph.config import GraphConfig
 from inference.graph.haproxy import FrontRules
 from inference.graph.haproxy import install as install_front
-from inference.graph.settings import GraphSettings
-from inference.graph.stages import MODELS
+from inference.graph.settings import DEFAULT_RANKING_PLACEMENT, GraphSettings, RankingPlacement
 from inference.graph.types import WARMUP_HEADER
 from inference.triton.server import TritonServer, free_port
 from inference.triton.supervisor import State, TritonSupervisor
@@ -76,9 +75,8 @@ class GraphServer:
     num_cpus: int | None = None
     ingress_replicas: int = 1
     ranking_replicas: int = 1
-    #: "inline" by default here: on one machine the hop to a ranking deployment costs more
-    #: than independent scaling gives (see GraphSettings.ranking_placement).
-    ranking_placement: Literal["deployment", "inline"] = "inline"
+    #: See GraphSettings.ranking_placement.
+    ranking_placement: RankingPlacement = DEFAULT_RANKING_PLACEMENT
     experiments: Path | None = None
     experiment: str | None = None
     event_store: str | None = None

@@ -25,17 +25,17 @@ from typing import TypeVar
 import numpy as np
 from opentelemetry import trace
 
+from contract.arrays import FloatArray, IntArray
+from contract.graph_config import GraphConfig
 from inference import metrics
 from inference.errors import BadRequest, DeadlineExceeded, InferenceError
 from inference.graph.catalog import Catalog
-from inference.graph.config import GraphConfig
 from inference.graph.deadline import Deadline
 from inference.graph.features import FeatureStore, UserFeatures
 from inference.graph.rerank import rerank, resolve_deny
 from inference.graph.stages import Candidates, RankJob, RankResult, Retriever
 from inference.graph.telemetry import inject, set_attributes, tracer
 from inference.graph.types import RecommendRequest, RecommendResponse, ScoredItem
-from training.tables import FloatArray, IntArray
 
 log = logging.getLogger("cascade.inference")
 

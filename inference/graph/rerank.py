@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from inference.graph.config import RerankConfig
-from training.tables import BoolArray, FloatArray, IntArray
+from contract.arrays import BoolArray, FloatArray, IntArray
+from contract.graph_config import RerankConfig
 
 
 def resolve_deny(item_index: Mapping[str, int], deny_items: Sequence[str]) -> IntArray:

@@ -7,7 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from inference.graph.config import GraphConfig
+from contract.graph_config import GraphConfig
+
+RankingPlacement = Literal["deployment", "inline"]
+DEFAULT_RANKING_PLACEMENT: RankingPlacement = "inline"
 
 
 class GraphSettings(BaseModel):
@@ -25,10 +28,11 @@ class GraphSettings(BaseModel):
     graph: GraphConfig = GraphConfig()
     ingress_replicas: int = 1
     ranking_replicas: int = 1
-    #: "deployment": ranking is its own deployment, scaled on its own (a handle hop away);
-    #: "inline": it runs, still batched, inside each ingress replica, saving the hop (a
-    #: millisecond or more of CPU per request on a small machine).
-    ranking_placement: Literal["deployment", "inline"] = "deployment"
+    #: "inline" (the default): ranking runs, still batched, inside each ingress replica,
+    #: saving a handle hop (a millisecond or more of CPU per request on a small machine);
+    #: "deployment": ranking is its own deployment, scaled on its own (the chart's RayService
+    #: asks for it with ``rayService.rankingPlacement``).
+    ranking_placement: RankingPlacement = DEFAULT_RANKING_PLACEMENT
     #: An ab_router catalog (YAML/JSON) and the experiment in it that splits this graph's
     #: traffic: each variant's ``config`` overrides fields of ``graph``.
     experiments: Path | None = None

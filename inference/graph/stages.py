@@ -17,16 +17,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from contract.arrays import FloatArray, IntArray
+from contract.names import COMBINER, ITEM_INDEX_FILE, RANKERS, USER_TOWER
 from inference.errors import InferenceError
 from inference.graph.catalog import Catalog
 from inference.graph.features import UserFeatures
 from inference.runtime import ModelRuntime, Tensors
-from training.tables import FloatArray, IntArray
 
-USER_TOWER = "user_tower"
-RANKERS = ("ranker_dcn", "ranker_mlp")
-COMBINER = "combiner"
-MODELS = (USER_TOWER, *RANKERS, COMBINER)
 #: How far back the ranking cost estimate looks.
 COST_WINDOW_S = 2.0
 
@@ -94,7 +91,7 @@ class ItemSearch:
         self.index: faiss.Index | None = None
         if not self.exact:
             faiss.omp_set_num_threads(1)
-            self.index = faiss.read_index(str(directory / "item_index.faiss"))
+            self.index = faiss.read_index(str(directory / ITEM_INDEX_FILE))
 
     def search(self, query: FloatArray, n: int, exclude: IntArray) -> Candidates:
         vector = np.asarray(query, dtype=np.float32).reshape(-1)

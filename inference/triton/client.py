@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.utils import InferenceServerException
 
+from contract.signature import Signature
 from inference.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -58,7 +59,6 @@ from inference.validation import (
     signature_problems,
     spec_from_config,
 )
-from training.signature import Signature
 
 __all__ = [
     "RepositoryEntry",

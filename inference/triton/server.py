@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from contract.repository import RepositoryReader
 from inference.errors import InferenceError, Unavailable
 from inference.processes import parent_and_start
 from inference.triton.shim import build_runtime_repository, sync_model
-from training.repository_reader import RepositoryReader
 
 log = logging.getLogger("cascade.inference")
 

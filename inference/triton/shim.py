@@ -18,9 +18,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from contract.model_config import MODEL_FILENAME, parse_config
+from contract.repository import RepositoryReader
 from inference.errors import InferenceError
-from training.model_config import MODEL_FILENAME, parse_config
-from training.repository_reader import RepositoryReader
 
 SHIM_SOURCE = Path(__file__).with_name("onnx_model.py")
 ONNX_PLATFORM = "onnxruntime_onnx"

@@ -26,6 +26,10 @@ from pydantic.alias_generators import to_camel
 
 from ab_router.design import SLUG_PATTERN
 from ab_router.design import Experiment as ExperimentDesign
+from contract.graph_config import GraphConfig
+
+#: The data plane's defaults, which the resources' defaults are (defined once, in contract).
+_GRAPH = GraphConfig()
 
 GROUP = "serving.cascade.dev"
 VERSION = "v1alpha1"
@@ -47,6 +51,11 @@ GRAPH_CHILD_SUFFIXES = ("-graph", "-triton", "-config", "-router", "-metrics", "
 
 #: A Model under canary is routed as the ab_router experiment ``canary-<model>``.
 CANARY_EXPERIMENT_PREFIX = "canary-"
+
+
+def canary_experiment(model: str) -> str:
+    """The ab_router experiment that splits a canary of ``model`` (a Model resource)."""
+    return f"{CANARY_EXPERIMENT_PREFIX}{model}"
 
 
 @dataclass(frozen=True)
@@ -307,8 +316,8 @@ class RetrievalStage(Spec):
         max_length=MODEL_NAME.max_length,
         description="Model resource.",
     )
-    budget_ms: float = Field(default=15.0, gt=0, le=10_000)
-    candidates: int = Field(default=1000, ge=1, le=10_000)
+    budget_ms: float = Field(default=_GRAPH.budgets.retrieval_ms, gt=0, le=10_000)
+    candidates: int = Field(default=_GRAPH.candidates, ge=1, le=10_000)
 
 
 class RankingStage(Spec):
@@ -325,14 +334,14 @@ class RankingStage(Spec):
     combiner: str = Field(
         default="combiner", pattern=MODEL_NAME.pattern, max_length=MODEL_NAME.max_length
     )
-    budget_ms: float = Field(default=25.0, gt=0, le=10_000)
+    budget_ms: float = Field(default=_GRAPH.budgets.ranking_ms, gt=0, le=10_000)
 
 
 class RerankStage(Spec):
     """Diversity and business rules. Fallback: the ranked order, unchanged."""
 
-    budget_ms: float = Field(default=10.0, gt=0, le=10_000)
-    mmr_lambda: float = Field(default=0.8, ge=0, le=1)
+    budget_ms: float = Field(default=_GRAPH.budgets.rerank_ms, gt=0, le=10_000)
+    mmr_lambda: float = Field(default=_GRAPH.rerank.mmr_lambda, ge=0, le=1)
     deny_items: list[str] = Field(default_factory=list, max_length=10_000)
 
 
@@ -410,7 +419,9 @@ class InferenceGraphSpec(Spec):
 
     model_repository: ModelRepository
     stages: Stages = Stages()
-    deadline_ms: float = Field(default=50.0, gt=0, le=60_000, description="End-to-end budget.")
+    deadline_ms: float = Field(
+        default=_GRAPH.budgets.total_ms, gt=0, le=60_000, description="End-to-end budget."
+    )
     autoscaling: Autoscaling = Autoscaling()
     experiment: str | None = Field(
         default=None,
@@ -452,6 +463,19 @@ class Variant(Spec):
     config: dict[str, Any] = Field(
         default_factory=dict, description="Graph config overrides for this variant."
     )
+
+    @field_validator("config")
+    @classmethod
+    def _graph_overrides(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Checked with the data plane's own schema at reconcile time: a typo is an
+        ``InvalidSpec`` naming the field, not pods that crash-loop when they start."""
+        try:
+            GraphConfig().with_overrides(config)
+        except ValidationError as err:
+            where = (".".join(map(str, e["loc"])) or "config" for e in err.errors())
+            problems = (f"{w}: {e['msg']}" for w, e in zip(where, err.errors(), strict=True))
+            raise ValueError("; ".join(problems)) from None
+        return config
 
 
 class Metric(Spec):

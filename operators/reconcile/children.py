@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from ab_router.design import Experiment as ExperimentDesign
-from operators.crds.specs import API_VERSION, InferenceGraphSpec
+from contract.graph_config import GraphConfig
+from operators.crds.specs import API_VERSION, InferenceGraphSpec, canary_experiment
 
 MANAGER = "cascade-operator"
 GRAPH_LABEL = "serving.cascade.dev/graph"
@@ -73,7 +74,7 @@ class CanaryRoute:
 
     @property
     def experiment(self) -> str:
-        return f"canary-{self.model}"
+        return canary_experiment(self.model)
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,11 @@ def selector(graph: str, component: str) -> dict[str, str]:
 
 
 def graph_config(inputs: GraphInputs) -> dict[str, Any]:
-    """The ``cascade serve --config`` file (:class:`inference.graph.config.GraphConfig`)."""
+    """The ``cascade serve --config`` file: the fields the resource sets, built and checked
+    with the data plane's own :class:`~contract.graph_config.GraphConfig`, so the operator
+    never writes a config the pods would refuse."""
     s = inputs.spec.stages
-    return {
+    overrides = {
         "candidates": s.retrieval.candidates,
         "budgets": {
             "retrieval_ms": s.retrieval.budget_ms,
@@ -129,6 +132,8 @@ def graph_config(inputs: GraphInputs) -> dict[str, Any]:
         "rerank": {"mmr_lambda": s.rerank.mmr_lambda, "deny_items": list(s.rerank.deny_items)},
         "model_versions": dict(sorted(inputs.model_versions.items())),
     }
+    config = GraphConfig().with_overrides(overrides)
+    return config.model_dump(mode="json", include=set(overrides))
 
 
 def router_catalog(inputs: GraphInputs) -> dict[str, Any]:

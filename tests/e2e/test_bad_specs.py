@@ -107,6 +107,30 @@ def test_a_stage_budget_over_the_deadline_gets_an_invalid_spec_condition(
     assert "exceeds deadlineMs (20)" in ready["message"]
 
 
+def test_a_typo_in_a_variant_config_is_an_invalid_spec_not_a_crash_loop(
+    control_plane: ControlPlane,
+) -> None:
+    """Variant overrides are checked with the data plane's own schema when reconciled."""
+    create(control_plane, NS, graph("variants"))
+    variants = [
+        {"name": "control", "weight": 50},
+        {"name": "diverse", "weight": 50, "config": {"rerank": {"mmr_lamda": 0.5}}},
+    ]
+    experiment = {
+        "apiVersion": API,
+        "kind": "Experiment",
+        "metadata": {"name": "typo"},
+        "spec": {"graph": "variants", "variants": variants},
+    }
+    create(control_plane, NS, experiment)
+    obj = wait_condition(
+        control_plane, NS, "Experiment", "typo", "Ready", "False", reason="InvalidSpec"
+    )
+    ready = condition(obj, "Ready")
+    assert ready is not None
+    assert "spec.variants.1.config: rerank.mmr_lamda: Extra inputs" in ready["message"]
+
+
 def test_a_graph_naming_a_missing_model_says_which(control_plane: ControlPlane) -> None:
     create(control_plane, NS, graph("missing", stages={"ranking": {"models": ["ranker-xyz"]}}))
     obj = wait_condition(

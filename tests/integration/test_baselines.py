@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.baselines import InProcessGraph, limit_rps
-from inference.graph.config import GraphConfig
+from contract.graph_config import GraphConfig
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,11 @@ import numpy as np
 import onnx
 import pytest
 
+from contract.model_config import parse_config
+from contract.names import COMBINER, RANKERS, USER_TOWER
 from tests.integration.conftest import SmallConfig
-from training.build import COMBINER, RANKERS, USER_TOWER, BuildConfig, BuildResult, run_build
-from training.model_config import check_config_matches_onnx, parse_config
+from training.build import BuildConfig, BuildResult, run_build
+from training.model_config import check_config_matches_onnx
 from training.onnx_export import session
 from training.repository import ModelRepository
 
@@ -162,7 +164,7 @@ def test_cli_reports_bad_data_with_file_line_and_field(
         [
             sys.executable,
             "-m",
-            "training.cli",
+            "contract.cli",
             "build",
             "--interactions",
             str(path),

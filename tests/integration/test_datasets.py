@@ -27,7 +27,7 @@ def test_movielens_100k_loads_with_its_real_shape() -> None:
 def test_cli_builds_from_your_own_files(tmp_path: Path) -> None:
     files = write_files(SyntheticConfig(n_users=300, n_items=150, seed=2), tmp_path, progress=False)
     repo = tmp_path / "repo"
-    command = [sys.executable, "-m", "training.cli", "build", "-q", "--out", str(repo)]
+    command = [sys.executable, "-m", "contract.cli", "build", "-q", "--out", str(repo)]
     command += ["--interactions", str(files["interactions"]), "--items", str(files["items"])]
     command += ["--users", str(files["users"]), "--retrieval-epochs", "2", "--ranking-epochs", "1"]
     command += ["--report-dir", str(tmp_path / "reports")]
@@ -36,7 +36,7 @@ def test_cli_builds_from_your_own_files(tmp_path: Path) -> None:
     assert "Quality on the test split of interactions" in done.stdout
     assert "version 1 of 4 models written" in done.stdout
     listing = subprocess.run(
-        [sys.executable, "-m", "training.cli", "models", "--repo", str(repo), "--json"],
+        [sys.executable, "-m", "contract.cli", "models", "--repo", str(repo), "--json"],
         capture_output=True,
         text=True,
         cwd=ROOT,

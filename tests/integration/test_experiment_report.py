@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", "experiment", "report", *args],
+        [sys.executable, "-m", "contract.cli", "experiment", "report", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

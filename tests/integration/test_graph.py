@@ -20,8 +20,8 @@ import numpy as np
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from contract.graph_config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
 from inference.graph.catalog import Catalog
-from inference.graph.config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
 from inference.graph.launcher import GraphServer, run_directory
 from inference.triton.server import free_port
 from training.repository import ModelRepository
@@ -447,7 +447,7 @@ def test_triton_stopped_falls_back_to_popular(
     graph: GraphServer, redeploy: Any, movielens_repo: Path
 ) -> None:
     """A Triton of its own for this test, stopped while the graph serves from it."""
-    from inference.graph.stages import MODELS
+    from contract.names import MODELS
     from inference.triton.server import TritonServer
 
     with TritonServer(movielens_repo, models=list(MODELS)) as doomed:

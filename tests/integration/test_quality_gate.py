@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from training.build import RANKER_DCN, BuildConfig, Trained, ship, ship_candidates
+from contract.names import RANKER_DCN
+from training.build import BuildConfig, Trained, ship, ship_candidates
 from training.feeds import Feed
 
 

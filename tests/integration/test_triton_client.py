@@ -16,6 +16,8 @@ import onnxruntime as ort
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from contract.features import load_features
+from contract.signature import DType, Signature, TensorSpec
 from inference.errors import BadRequest, DeadlineExceeded, InferenceError, ModelNotFound
 from inference.local_runtime import OnnxRuntime, choose_runtime
 from inference.runtime import Tensors
@@ -29,10 +31,8 @@ from inference.triton.client import (
 )
 from inference.triton.server import TritonServer
 from inference.validation import TensorMeta, spec_from_config
-from training.features import load_features
 from training.feeds import Feed, random_feeds
 from training.repository import ModelRepository
-from training.signature import DType, Signature, TensorSpec
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contract.features import load_features
+from contract.repository import RepositoryReader
 from inference.errors import InferenceError
 from inference.triton.client import TritonClient
 from inference.triton.server import TritonServer, reap_leftovers
 from inference.triton.supervisor import Backoff, TritonSupervisor
-from training.features import load_features
 from training.feeds import random_feeds
-from training.repository_reader import RepositoryReader
 
 pytestmark = pytest.mark.integration
 

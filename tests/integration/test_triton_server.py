@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.model_config import parse_config
 from inference.errors import Unavailable
 from inference.triton.server import TritonServer, free_port, remove_shared_memory
 from tests.readonly import read_only_view
-from training.model_config import parse_config
 from training.repository import ModelRepository
 
 

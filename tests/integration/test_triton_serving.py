@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
+from contract.features import load_features
 from inference.errors import InferenceError
 from inference.triton.client import TritonClient, request_tensors
 from inference.triton.server import TritonServer
-from training.features import load_features
 from training.feeds import Feed, random_feeds
 from training.repository import ModelRepository
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from benchmarks.load import (
+from inference.traffic import (
     GrpcRecommendClient,
     HttpRecommendClient,
     LoadResult,

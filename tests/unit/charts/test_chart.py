@@ -894,3 +894,17 @@ def documented() -> set[str]:
 
 def test_every_value_is_documented() -> None:
     assert leaves(chart().values) == documented()
+
+
+def test_the_values_graph_defaults_are_the_data_planes() -> None:
+    """Helm values cannot import the schema, so the one place they restate it is checked."""
+    from contract.graph_config import GraphConfig
+
+    graph = yaml.safe_load((CHART / "values.yaml").read_text())["graph"]
+    stages, defaults = graph["stages"], GraphConfig()
+    assert graph["deadlineMs"] == defaults.budgets.total_ms
+    assert stages["retrieval"]["budgetMs"] == defaults.budgets.retrieval_ms
+    assert stages["retrieval"]["candidates"] == defaults.candidates
+    assert stages["ranking"]["budgetMs"] == defaults.budgets.ranking_ms
+    assert stages["rerank"]["budgetMs"] == defaults.budgets.rerank_ms
+    assert stages["rerank"]["mmrLambda"] == defaults.rerank.mmr_lambda

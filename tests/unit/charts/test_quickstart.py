@@ -95,7 +95,9 @@ def test_dockerfile_builds_in_two_stages_and_runs_unprivileged() -> None:
         assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", image), image
     # The package and its dependencies go into a venv the runtime copies.
     installs = [s.args for s in builder if s.name == "RUN" and "pip install" in s.args]
-    assert any(re.search(r"pip install .*(?<!\S)\.(\s|$)", args) for args in installs)
+    # This directory with the factory extra: the image serves and builds.
+    this_with_factory = r"pip install .*(?<!\S)\"?\./\[train\]\"?(\s|$)"
+    assert any(re.search(this_with_factory, args) for args in installs)
     assert any(s.name == "COPY" and "--from=builder /opt/venv" in s.args for s in runtime)
     users = [s.args for s in runtime if s.name == "USER"]
     assert users, "the final stage must set a USER"

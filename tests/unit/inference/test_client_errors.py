@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from contract.signature import Signature, TensorSpec
 from inference.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -35,7 +36,6 @@ from inference.triton.client import (
     map_error,
 )
 from training.model_config import ModelConfigSpec, build_config
-from training.signature import Signature, TensorSpec
 
 SIG = Signature(
     inputs=(TensorSpec("ids", "INT64", (3,)), TensorSpec("dense", "FP32", (2,))),

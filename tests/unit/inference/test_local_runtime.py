@@ -19,13 +19,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from prometheus_client import REGISTRY
 
+from contract.signature import Signature, TensorSpec
 from inference.errors import BadRequest, DeadlineExceeded, ModelNotFound
 from inference.health import runtime_health
 from inference.local_runtime import OnnxRuntime, choose_runtime
 from inference.runtime import ModelRuntime
 from training.model_config import ModelConfigSpec
 from training.repository import ModelRepository
-from training.signature import Signature, TensorSpec
 
 Feed = dict[str, npt.NDArray[np.generic]]
 

@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from ab_router.design import Catalog, Experiment
-from inference.graph.config import GraphConfig
+from contract.graph_config import GraphConfig
 from operators.crds.specs import InferenceGraphSpec
 from operators.reconcile.children import (
     CONFIG_HASH,

@@ -443,3 +443,32 @@ def test_only_fetchable_repository_uris_pass_both_checks(uri: str, fetched: bool
     }
     assert jsonschema.Draft4Validator(_schema("InferenceGraph")).is_valid(graph) == fetched
     assert _accepts(InferenceGraphSpec, spec) == fetched
+
+
+def test_a_variant_config_is_checked_with_the_graphs_own_schema() -> None:
+    from pydantic import ValidationError
+
+    from operators.crds.specs import ExperimentSpec, field_errors
+
+    variants = [
+        {"name": "control", "weight": 50},
+        {"name": "fast", "weight": 50, "config": {"budgets": {"ranking_ms": "soon"}}},
+    ]
+    with pytest.raises(ValidationError) as caught:
+        ExperimentSpec.model_validate({"graph": "g", "variants": variants})
+    message = field_errors("spec", caught.value)
+    assert message.startswith("spec.variants.1.config: budgets.ranking_ms: Input should be")
+    variants[1]["config"] = {"budgets": {"ranking_ms": 30}, "rerank": {"mmr_lambda": 0.5}}
+    ExperimentSpec.model_validate({"graph": "g", "variants": variants})  # valid overrides pass
+
+
+def test_resource_defaults_are_the_data_planes() -> None:
+    from contract.graph_config import GraphConfig
+    from operators.crds.specs import InferenceGraphSpec
+
+    spec = InferenceGraphSpec.model_validate({"modelRepository": {"build": {}}})
+    graph = GraphConfig()
+    assert spec.deadline_ms == graph.budgets.total_ms
+    assert spec.stages.ranking.budget_ms == graph.budgets.ranking_ms
+    assert spec.stages.retrieval.candidates == graph.candidates
+    assert spec.stages.rerank.mmr_lambda == graph.rerank.mmr_lambda

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.signature import Signature, TensorSpec
 from training.errors import ExportError
 from training.onnx_export import check_parity, export_onnx, session
-from training.signature import Signature, TensorSpec
 
 N_USERS, N_ITEMS, DIM, HIST, DENSE = 50, 200, 16, 12, 8
 

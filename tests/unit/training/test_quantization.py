@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+from contract.signature import Signature, TensorSpec
 from training.errors import ExportError
 from training.onnx_export import export_onnx, session
 from training.quantization import GateResult, agreement, int8_gate, quantize_int8, time_session
-from training.signature import Signature, TensorSpec
 
 D_IN = 256
 SIGNATURE = Signature(

@@ -19,16 +19,16 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2
 
 import training.repository as repository
-from training.errors import RepositoryError
+from contract.errors import RepositoryError
+from contract.model_config import parse_config
+from contract.signature import Signature, TensorSpec
 from training.model_config import (
     ModelConfigSpec,
     build_config,
     check_config_matches_onnx,
-    parse_config,
     render_config,
 )
 from training.repository import ModelRepository, plan_prune, served_versions
-from training.signature import Signature, TensorSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SIG = Signature(
@@ -408,7 +408,7 @@ def run_child(script: str, root: Path, onnx_path: Path) -> subprocess.CompletedP
         import os, shutil, signal
         from pathlib import Path
         import training.repository as r
-        from training.signature import Signature, TensorSpec
+        from contract.signature import Signature, TensorSpec
         root = Path({str(root)!r})
         onnx_path = Path({str(onnx_path)!r})
         sig = Signature((TensorSpec("x", "FP32", (4,)),), (TensorSpec("y", "FP32", (2,)),))

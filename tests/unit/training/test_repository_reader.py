@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 import training.repository as repository
+from contract.cli import main as cascade
+from contract.errors import RepositoryError
+from contract.repository import RepositoryReader
 from tests.readonly import read_only_view
 from tests.unit.training.test_repository import build, open_repo, snapshot
-from training.cli import main as cascade
-from training.errors import RepositoryError
 from training.repository import ModelRepository
-from training.repository_reader import RepositoryReader
 
 MODELS = ["ranker", "retriever"]
 ROWS = [("ranker", 1), ("ranker", 2), ("retriever", 1), ("retriever", 2)]

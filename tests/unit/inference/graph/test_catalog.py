@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.features import HISTORY_LENGTH, FeatureLayout, FeatureTables
 from inference.graph.catalog import MIN_GROUP_USERS, Catalog
-from training.features import HISTORY_LENGTH, FeatureLayout, FeatureTables
 
 N_ITEMS = 6
 GENRES = ["Action", "Comedy", "Drama"]

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contract.graph_config import CacheConfig, GraphConfig, RerankConfig, StageBudgets
+from contract.names import COMBINER, RANKERS, USER_TOWER
 from inference.errors import InferenceError, ModelNotFound
 from inference.graph.artifacts import TowerArtifactCache, TowerArtifacts
 from inference.graph.components import Components, load_components, resolve_versions
-from inference.graph.config import CacheConfig, GraphConfig, RerankConfig, StageBudgets
 from inference.graph.settings import GraphSettings
-from inference.graph.stages import COMBINER, RANKERS, USER_TOWER, RankJob, RankResult
+from inference.graph.stages import RankJob, RankResult
 from inference.graph.types import RecommendRequest
 from tests.unit.inference.graph.test_catalog import tables
 from tests.unit.inference.graph.test_stages import EMBEDDINGS, FakeRuntime, build_dir

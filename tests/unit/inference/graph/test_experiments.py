@@ -17,8 +17,8 @@ from ab_router.design import load_catalog
 from ab_router.errors import StoreError
 from ab_router.events import Exposure, Outcome, Summary
 from ab_router.stores.sqlite import SqliteEventStore
+from contract.graph_config import FaultConfig, GraphConfig, StageBudgets
 from inference.errors import InferenceError, ModelNotFound
-from inference.graph.config import FaultConfig, GraphConfig, StageBudgets
 from inference.graph.experiments import ExperimentRouter, ExposureWriter, report
 
 NAME = "graph-test"

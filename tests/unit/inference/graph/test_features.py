@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.features import HISTORY_LENGTH
+from contract.graph_config import CacheConfig
 from inference.graph.catalog import Catalog
-from inference.graph.config import CacheConfig
 from inference.graph.features import (
     CachedFeatureStore,
     EmbeddedFeatureStore,
@@ -18,7 +19,6 @@ from inference.graph.features import (
     entry_bytes,
 )
 from tests.unit.inference.graph.test_catalog import write_build
-from training.features import HISTORY_LENGTH
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from inference.graph.config import GraphConfig
+from contract.graph_config import GraphConfig
 
 README = Path(__file__).resolve().parents[4] / "README.md"
 

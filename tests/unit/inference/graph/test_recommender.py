@@ -13,21 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.errors import BadRequest, InferenceError, ModelNotFound, Unavailable
-from inference.graph.catalog import Catalog
-from inference.graph.config import (
+from contract.arrays import FloatArray
+from contract.graph_config import (
     CacheConfig,
     FaultConfig,
     GraphConfig,
     RerankConfig,
     StageBudgets,
 )
+from contract.names import USER_TOWER
+from inference.errors import BadRequest, InferenceError, ModelNotFound, Unavailable
+from inference.graph.catalog import Catalog
 from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
 from inference.graph.recommender import Recommender
-from inference.graph.stages import USER_TOWER, ItemSearch, RankJob, RankResult, Retriever
+from inference.graph.stages import ItemSearch, RankJob, RankResult, Retriever
 from inference.graph.types import RecommendRequest, RecommendResponse
 from tests.unit.inference.graph.test_stages import FakeRuntime, build_dir
-from training.tables import FloatArray
 
 VERSIONS = {USER_TOWER: 3, "ranker_dcn": 2, "ranker_mlp": 5, "combiner": 1}
 ROOMY = StageBudgets(retrieval_ms=2000, ranking_ms=2000, rerank_ms=500, total_ms=5000)

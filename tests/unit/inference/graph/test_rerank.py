@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inference.graph.config import BusinessRule, RerankConfig
+from contract.arrays import BoolArray, FloatArray, IntArray
+from contract.graph_config import BusinessRule, RerankConfig
 from inference.graph.rerank import rerank, resolve_deny, unknown_genres
-from training.tables import BoolArray, FloatArray, IntArray
 
 NAMES = ["a", "b", "c"]
 # Items 0-3 are all genre a, 4 is b, 5 is c, 6 is a+b, 7 has no genre.

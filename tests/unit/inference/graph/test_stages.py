@@ -14,13 +14,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from contract.arrays import FloatArray, IntArray
+from contract.features import HISTORY_LENGTH
+from contract.names import COMBINER, RANKERS, USER_TOWER
+from contract.signature import Signature
 from inference.errors import InferenceError, ModelNotFound, Unavailable
 from inference.graph.catalog import Catalog
 from inference.graph.features import EmbeddedFeatureStore, UserFeatures
 from inference.graph.stages import (
-    COMBINER,
-    RANKERS,
-    USER_TOWER,
     Candidates,
     ItemSearch,
     Ranker,
@@ -31,9 +32,6 @@ from inference.graph.stages import (
 )
 from inference.runtime import ModelRuntime, Tensors
 from tests.unit.inference.graph.test_catalog import N_ITEMS, write_build
-from training.features import HISTORY_LENGTH
-from training.signature import Signature
-from training.tables import FloatArray, IntArray
 
 # Item embeddings (dim 2) and the user tower's fixed query: item scores are the first column,
 # so the best-first order of all items is 1, 4, 2, 3, 5, 0.

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 import inference.triton.server as server_module
+from contract.cli import main as cascade
+from contract.cli import parser
 from inference.errors import InferenceError
 from inference.triton.server import LOOPBACK, TritonServer, client_address, tritonserver_args
-from training.cli import main as cascade
-from training.cli import parser
 
 
 def args(host: str) -> list[str]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.model_config import parse_config
 from inference.triton.server import TritonServer
 from inference.triton.shim import build_runtime_repository
 from tests.readonly import read_only_view
 from tests.unit.training.test_repository import snapshot
-from training.model_config import parse_config
 
 
 def check_runtime(runtime: Path, canonical: Path) -> None:

@@ -1,4 +1,5 @@
-"""Read-only access to the canonical model repository: what serving code opens.
+"""Read-only access to the canonical model repository: what serving code opens, and the
+format's file names.
 
 In a cluster the repository is a read-only volume and the pods run with a read-only root
 filesystem, so the processes that only read it (Triton's launcher, the graph replicas, the
@@ -19,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from training.errors import RepositoryError
-from training.model_config import MODEL_NAME, parse_config, validate_model_name
+from contract.errors import RepositoryError
+from contract.model_config import MODEL_NAME, parse_config, validate_model_name
 
 __all__ = [
     "CONFIG_FILENAME",

@@ -1,6 +1,10 @@
 """Typed configuration of one recommendation graph: budgets, candidate counts, re-rank policy,
 cache and admission limits. Defaults are the reference design's; every field can be set per
-graph (and per experiment variant) from YAML or JSON."""
+graph (and per experiment variant) from YAML or JSON.
+
+Defined once, here: the data plane runs it, and the operator derives a graph's config from
+it, takes its resources' defaults from it and checks experiment variants' overrides with it.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,25 @@
+"""The names both sides of the repository spell: the models the build writes and the graph
+calls, and the artifact files the build writes beside the user tower's ``model.onnx``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+USER_TOWER: Final = "user_tower"
+RANKER_DCN: Final = "ranker_dcn"
+RANKER_MLP: Final = "ranker_mlp"
+RANKERS: Final = (RANKER_DCN, RANKER_MLP)
+COMBINER: Final = "combiner"
+#: Every model of one build, in the order the graph calls them.
+MODELS: Final = (USER_TOWER, *RANKERS, COMBINER)
+
+#: The approximate-nearest-neighbour index of item embeddings (faiss).
+ITEM_INDEX_FILE: Final = "item_index.faiss"
+#: :class:`~contract.features.FeatureTables`, as ``FeatureTables.save`` writes them.
+FEATURES_FILE: Final = "features.npz"
+#: The raw user and item ids, in dense-index order.
+IDS_FILE: Final = "ids.json"
+#: Titles, genre names and demographic vocabularies (optional for older builds).
+CATALOG_FILE: Final = "catalog.json"
+#: Each user's seen items, CSR (optional for older builds).
+SEEN_FILE: Final = "seen.npz"
