@@ -127,9 +127,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _triton(args: argparse.Namespace) -> int:
-    import signal
-    import time
-
     from inference.triton.server import TritonServer
 
     server = TritonServer(
