@@ -75,7 +75,11 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="cascade", description=__doc__.splitlines()[0])
+    root = argparse.ArgumentParser(
+        prog="cascade",
+        description="Cascade: build the recommender's models, serve the graph (Triton + Ray "
+        "Serve), run experiments and the Kubernetes operator.",
+    )
     root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = root.add_subparsers(dest="command", required=True)
     for module in _cli_modules():
