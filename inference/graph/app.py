@@ -45,7 +45,13 @@ from inference.graph.recommender import Recommender, annotate
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import RankJob, RankResult
 from inference.graph.telemetry import attached, extract, traceparent, tracer
-from inference.graph.types import WARMUP_HEADER, RecommendRequest, RecommendResponse
+from inference.graph.types import (
+    GUARDED_PATHS,
+    OVERLOAD_MESSAGE,
+    WARMUP_HEADER,
+    RecommendRequest,
+    RecommendResponse,
+)
 from inference.protocol import json_api, oip
 
 log = logging.getLogger("cascade.inference")
@@ -189,10 +195,10 @@ class _Guard:
         if length.isdigit() and int(length) > _max_body:
             await _too_large(f"request body of {int(length)} bytes", scope, receive, send)
             return
-        admitted = _admission is not None and scope["path"].startswith(("/v1/", "/v2/"))
+        admitted = _admission is not None and scope["path"].startswith(GUARDED_PATHS)
         if admitted and _admission is not None and not _admission.try_enter():
             refusal = JSONResponse(
-                oip.error_body("overloaded: too many requests in flight, retry later"),
+                oip.error_body(OVERLOAD_MESSAGE),
                 status_code=503,
                 headers={"Retry-After": _retry_after},
             )

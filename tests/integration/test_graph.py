@@ -22,7 +22,7 @@ import pytest
 
 from contract.graph_config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
 from inference.graph.catalog import Catalog
-from inference.graph.launcher import GraphServer, run_directory
+from inference.graph.launcher import GraphServer, haproxy_folder
 from inference.triton.server import free_port
 from training.repository import ModelRepository
 
@@ -595,7 +595,7 @@ def test_slow_clients_take_no_admission_slot(graph: GraphServer) -> None:
 
 
 def haproxy_config() -> str:
-    (config,) = (run_directory() / "h").glob("*/haproxy.cfg")
+    (config,) = haproxy_folder().glob("*/haproxy.cfg")
     return config.read_text()
 
 
