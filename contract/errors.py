@@ -36,6 +36,27 @@ EXIT_ERROR: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 
+#: gRPC status code name -> the HTTP status it reads as, for answers from other servers
+#: (Triton): the inverse of :data:`GRPC_CODES`, plus the codes that read as a bad request.
+HTTP_STATUSES: Final[dict[str, int]] = {
+    "INVALID_ARGUMENT": 400,
+    "OUT_OF_RANGE": 400,
+    "FAILED_PRECONDITION": 400,
+    "ALREADY_EXISTS": 400,
+    "NOT_FOUND": 404,
+    # A full queue or a rate limiter: overload, which passes.
+    "RESOURCE_EXHAUSTED": 429,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
 def grpc_code_name(status: int) -> str:
     """The gRPC status code name for an HTTP ``status``."""
     return GRPC_CODES.get(status, "INTERNAL")
+
+
+def http_status(grpc_code: str) -> int:
+    """The HTTP status a gRPC status code name reads as; anything unknown is a 500."""
+    return HTTP_STATUSES.get(grpc_code, 500)

@@ -47,3 +47,17 @@ class ServerError(InferenceError):
     """The server failed to run the model (a bug or a broken model), not the caller's fault."""
 
     status = 500
+
+
+def kind_for_status(status: int) -> type[InferenceError]:
+    """The error kind an HTTP status from another server (Triton, a proxy) reads as: what a
+    caller does next (retry, degrade, answer 4xx) follows from the kind, not the number."""
+    if status == 404:
+        return ModelNotFound
+    if status in (408, 504):
+        return DeadlineExceeded
+    if status in (429, 502, 503):
+        return Unavailable
+    if 400 <= status < 500:
+        return BadRequest
+    return ServerError

@@ -36,12 +36,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from tritonclient.utils import InferenceServerException
 
+from contract.errors import http_status
 from contract.signature import Signature
 from inference.errors import (
     BadRequest,
@@ -50,6 +51,7 @@ from inference.errors import (
     ModelNotFound,
     ServerError,
     Unavailable,
+    kind_for_status,
 )
 from inference.runtime import Tensors
 from inference.validation import (
@@ -67,6 +69,7 @@ __all__ = [
     "TritonProtocol",
     "call_with_retry",
     "classify_status",
+    "grpc_channel_options",
     "map_error",
 ]
 
@@ -75,27 +78,6 @@ log = logging.getLogger("cascade.inference")
 T = TypeVar("T")
 TritonProtocol = Literal["grpc", "http"]
 
-# gRPC status names (tritonclient reports them as "StatusCode.<NAME>") -> error kinds.
-_GRPC_KINDS: Final[dict[str, type[InferenceError]]] = {
-    "INVALID_ARGUMENT": BadRequest,
-    "OUT_OF_RANGE": BadRequest,
-    "FAILED_PRECONDITION": BadRequest,
-    "ALREADY_EXISTS": BadRequest,
-    "NOT_FOUND": ModelNotFound,
-    "UNAVAILABLE": Unavailable,
-    # Triton's rate limiter and full queues: overload, which passes.
-    "RESOURCE_EXHAUSTED": Unavailable,
-    "DEADLINE_EXCEEDED": DeadlineExceeded,
-}
-# HTTP status codes Triton (or a proxy in front of it) answers with -> error kinds.
-_HTTP_KINDS: Final[dict[int, type[InferenceError]]] = {
-    404: ModelNotFound,
-    408: DeadlineExceeded,
-    429: Unavailable,
-    502: Unavailable,
-    503: Unavailable,
-    504: DeadlineExceeded,
-}
 # Triton prefixes some messages with a request id that is never set here; it is noise.
 _REQUEST_ID = re.compile(r"^\[request id: [^\]]*\]\s*")
 
@@ -120,16 +102,11 @@ def classify_status(status: str | None, message: str = "") -> type[InferenceErro
     if not status:
         return ServerError
     if status.startswith("StatusCode."):
-        return _GRPC_KINDS.get(status.removeprefix("StatusCode."), ServerError)
+        return kind_for_status(http_status(status.removeprefix("StatusCode.")))
     try:
-        code = int(status)
+        return kind_for_status(int(status))
     except ValueError:
         return ServerError
-    if code in _HTTP_KINDS:
-        return _HTTP_KINDS[code]
-    if 400 <= code < 500:
-        return BadRequest
-    return ServerError
 
 
 def map_error(exc: BaseException, *, model: str | None = None) -> InferenceError:
@@ -304,6 +281,24 @@ def _result_tensors(result: Any, outputs: Sequence[str]) -> Tensors:
     return tensors
 
 
+def grpc_channel_options() -> list[tuple[str, int]]:
+    """The settings of every gRPC channel to Triton (this client's and the pass-through's)."""
+    import tritonclient.grpc as grpcclient
+
+    keepalive = grpcclient.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_receive_message_length", 2**31 - 1),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        # A restarted server is back within seconds: gRPC's default reconnect backoff (up to
+        # two minutes) would keep the graph on fallbacks long after it is.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
 class GrpcTransport:
     """tritonclient.grpc: one channel.
 
@@ -322,20 +317,8 @@ class GrpcTransport:
         import tritonclient.grpc as grpcclient
 
         self._module: Any = grpcclient
-        keepalive = grpcclient.KeepAliveOptions()
         self._client: Any = grpcclient.InferenceServerClient(
-            url,
-            channel_args=[
-                ("grpc.max_send_message_length", 2**31 - 1),
-                ("grpc.max_receive_message_length", 2**31 - 1),
-                ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
-                ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
-                # A restarted server is back within seconds: gRPC's default reconnect backoff
-                # (up to two minutes) would keep the graph on fallbacks long after it is.
-                ("grpc.initial_reconnect_backoff_ms", 250),
-                ("grpc.min_reconnect_backoff_ms", 250),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-            ],
+            url, channel_args=grpc_channel_options()
         )
         self._abandon_after_s = abandon_after_s
         self._max_abandoned = max_abandoned
