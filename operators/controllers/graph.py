@@ -1,12 +1,13 @@
 """The InferenceGraph reconciler: render the graph's children, apply them, prune the rest.
 
-It reads the namespace's Models and Experiments, the graph's own two Deployments and, with
-``rescale``, the scaling signals. Unchanged children are not re-sent on every tick (see
-:meth:`GraphReconciler._apply`).
+It reads only what the rendering needs: the Models the spec names (by name), the Experiments
+that run on this graph, the graph's own two Deployments and, with ``rescale``, the scaling
+signals. Unchanged children are not re-sent on every tick (see :meth:`GraphReconciler._apply`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -106,8 +107,7 @@ class GraphReconciler(Reconciler):
             await self._invalid(body, status, problem)
             return
 
-        models = {m["metadata"]["name"]: m for m in await self.kube.list(MODELS, ns)}
-        plan = serving_plan(spec, models)
+        plan = serving_plan(spec, await self._models(ns, spec))
         versions, route = plan.versions, plan.canary
         if plan.problem is not None:
             conditions = self._ready(
@@ -203,7 +203,20 @@ class GraphReconciler(Reconciler):
 
     # ---- what a reconcile reads ---------------------------------------------------------
 
+    async def _models(self, ns: str, spec: InferenceGraphSpec) -> dict[str, dict[str, Any]]:
+        """The Model resources the graph names, by name; a missing one is left out (the
+        serving plan reports it)."""
+        names = list(dict.fromkeys(spec.model_names))
+        found = await asyncio.gather(*(self.kube.get(MODELS, ns, n) for n in names))
+        return {n: body for n, body in zip(names, found, strict=True) if body is not None}
+
     async def _experiments_for(self, ns: str, graph: str) -> list[ExperimentDesign]:
+        """The designs of the Experiments that name this graph in ``spec.graph``.
+
+        Listed and filtered here because the API cannot select them: an Experiment carries no
+        label for its graph, and a field selector on a custom resource's spec needs
+        ``selectableFields`` (Kubernetes 1.31+; the chart supports 1.27).
+        """
         designs = []
         for body in await self.kube.list(EXPERIMENTS, ns):
             try:

@@ -85,7 +85,11 @@ class ModelReconciler(Reconciler):
                 await self.graphs.reconcile(graph)
 
     async def graphs_using(self, ns: str, model: str) -> list[dict[str, Any]]:
-        """The InferenceGraphs whose stages name ``model``, by name."""
+        """The InferenceGraphs whose stages name ``model``, by name.
+
+        Listed and filtered here because the API cannot select them: a graph names its Models
+        in a list inside its spec, which neither labels nor a field selector can match.
+        """
         out = []
         for body in await self.kube.list(GRAPHS, ns):
             try:

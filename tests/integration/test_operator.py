@@ -241,6 +241,23 @@ def bump(cluster: KubeEmulator, ns: str, version: int, **canary: Any) -> None:
     cluster.patch(API, "Model", "ranker-dcn", patch, ns)
 
 
+def reads(
+    cluster: KubeEmulator, ns: str, plural: str, name: str | None = None, *, since: int = 0
+) -> int:
+    """How often the operator read ``name`` (a GET), or listed ``plural`` (no name), in ``ns``
+    after its first ``since`` requests. The test's own helpers do not go through HTTP."""
+    action = "FETCH" if name is not None else "LIST"
+    return sum(
+        1
+        for r in list(cluster.requests)[since:]
+        if r.action is not None
+        and r.action.value == action
+        and r.resource is not None
+        and r.resource.plural == plural
+        and (r.namespace, r.name) == (ns, name)
+    )
+
+
 def events(cluster: KubeEmulator, ns: str) -> list[tuple[str, str]]:
     return [(e.get("reason", ""), e.get("message", "")) for e in cluster.list("v1", "events", ns)]
 
@@ -284,6 +301,9 @@ def test_a_graph_gets_its_children(cluster: KubeEmulator, operator: Operator) ->
     }
     for name in MODELS:
         assert model_status(cluster, ns, name)["servingVersion"] == 1
+    # The graph reads the Models it names, by name: no reconcile lists the namespace's Models.
+    assert reads(cluster, ns, "models") == 0
+    assert reads(cluster, ns, "inferencegraphs", "recs") > 0
 
     # Reconciling again changes nothing: no watch storm from an idempotent operator.
     version = deployment["metadata"]["resourceVersion"]
