@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from operators.controller import OperatorSettings
+from operators.controllers.base import OperatorSettings
 
 
 def register(sub: Any) -> None:
@@ -71,7 +71,7 @@ async def _operate(args: argparse.Namespace) -> None:
     import kopf
     from prometheus_client import start_http_server
 
-    from operators.controller import Controller
+    from operators.controllers import Controllers
     from operators.handlers import configure, register
     from operators.k8s.client import Kube
     from operators.signals import Observer, Prometheus, Reports
@@ -96,7 +96,7 @@ async def _operate(args: argparse.Namespace) -> None:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         kube = Kube.from_environment()
         prometheus = Prometheus(args.prometheus_url, session) if args.prometheus_url else None
-        memo["controller"] = Controller(
+        memo["controllers"] = Controllers.create(
             kube,
             Observer(prometheus, Reports(session, args.reports_url)),
             OperatorSettings(image=args.image, tick_s=args.tick),

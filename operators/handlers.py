@@ -2,8 +2,8 @@
 
 :func:`register` builds a registry for one operator run (the tick interval is a run setting,
 so the decorators are applied at run time, not at import). Every handler re-reads its object
-and calls :class:`~operators.controller.Controller`; API conflicts and unreachable
-dependencies become ``kopf.TemporaryError`` so kopf retries with back-off.
+and calls the reconciler of its kind (:mod:`operators.controllers`); API conflicts and
+unreachable dependencies become ``kopf.TemporaryError`` so kopf retries with back-off.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any
 import kopf
 
 from operators import metrics
-from operators.controller import Controller
+from operators.controllers import Controllers
 from operators.crds.specs import GROUP, VERSION
 from operators.k8s.client import KubeError
 
 Handler = Callable[..., Awaitable[None]]
+Reconcile = Callable[[Controllers, dict[str, Any]], Awaitable[None]]
 
 #: Where kopf keeps its own bookkeeping: annotations, so ``status`` holds only ours.
 PREFIX = "serving.cascade.dev"
@@ -38,16 +39,16 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 30
 
 
-def _guarded(kind: str, fn: Callable[[Controller, dict[str, Any]], Awaitable[None]]) -> Handler:
+def _guarded(kind: str, fn: Reconcile) -> Handler:
     async def handler(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        controller: Controller = memo["controller"]
+        controllers: Controllers = memo["controllers"]
         started = time.perf_counter()
         try:
-            await fn(controller, {"metadata": dict(body.metadata)})
+            await fn(controllers, {"metadata": dict(body.metadata)})
         except KubeError as exc:
             metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
             raise kopf.TemporaryError(
-                f"{kind} reconcile: {exc}", delay=max(1.0, controller.settings.tick_s)
+                f"{kind} reconcile: {exc}", delay=max(1.0, controllers.settings.tick_s)
             ) from exc
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - started)
@@ -55,9 +56,7 @@ def _guarded(kind: str, fn: Callable[[Controller, dict[str, Any]], Awaitable[Non
     return handler
 
 
-def _ticking(
-    kind: str, fn: Callable[[Controller, dict[str, Any]], Awaitable[None]], every: float
-) -> Handler:
+def _ticking(kind: str, fn: Reconcile, every: float) -> Handler:
     """A per-object daemon calling ``fn`` every ``every`` seconds until the object goes.
 
     A daemon rather than a kopf timer: a timer logs (and would post) a line per tick.
@@ -66,12 +65,12 @@ def _ticking(
     async def daemon(
         body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any
     ) -> None:
-        controller: Controller = memo["controller"]
+        controllers: Controllers = memo["controllers"]
         await stopped.wait(every)
         while not stopped:
             started = time.perf_counter()
             try:
-                await fn(controller, {"metadata": dict(body.metadata)})
+                await fn(controllers, {"metadata": dict(body.metadata)})
             except KubeError as exc:
                 metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
                 logger.warning("%s tick failed, retrying: %s", kind, exc)
@@ -90,20 +89,20 @@ def _ticking(
 def register(registry: kopf.OperatorRegistry, tick_s: float) -> kopf.OperatorRegistry:
     """Attach the handlers for the three resources to ``registry``."""
 
-    async def graph(c: Controller, body: dict[str, Any]) -> None:
-        await c.reconcile_graph(body)
+    async def graph(c: Controllers, body: dict[str, Any]) -> None:
+        await c.graphs.reconcile(body)
 
-    async def graph_tick(c: Controller, body: dict[str, Any]) -> None:
-        await c.reconcile_graph(body, rescale=True)
+    async def graph_tick(c: Controllers, body: dict[str, Any]) -> None:
+        await c.graphs.reconcile(body, rescale=True)
 
-    async def model(c: Controller, body: dict[str, Any]) -> None:
-        await c.reconcile_model(body)
+    async def model(c: Controllers, body: dict[str, Any]) -> None:
+        await c.models.reconcile(body)
 
-    async def experiment(c: Controller, body: dict[str, Any]) -> None:
-        await c.reconcile_experiment(body)
+    async def experiment(c: Controllers, body: dict[str, Any]) -> None:
+        await c.experiments.reconcile(body)
 
-    async def experiment_tick(c: Controller, body: dict[str, Any]) -> None:
-        await c.reconcile_experiment(body, report=True)
+    async def experiment_tick(c: Controllers, body: dict[str, Any]) -> None:
+        await c.experiments.reconcile(body, report=True)
 
     for plural, kind, on_change, on_tick, every in (
         ("inferencegraphs", "InferenceGraph", graph, graph_tick, tick_s),

@@ -35,7 +35,8 @@ class ServingPlan:
 
 
 def serving_plan(spec: InferenceGraphSpec, models: Mapping[str, dict[str, Any]]) -> ServingPlan:
-    """``models``: Model resources of the graph's namespace by name, as the API returns them."""
+    """``models``: the graph's Model resources by name, as the API returns them (a missing
+    one absent)."""
     missing = [n for n in spec.model_names if n not in models]
     if missing:
         return ServingPlan(problem=f"Model resources not found: {', '.join(missing)}")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -27,6 +28,7 @@ from tests.integration.metrics_feed import MetricsFeed, business_report
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 API = "serving.cascade.dev/v1alpha1"
+PLURALS = {"Model": "models", "InferenceGraph": "inferencegraphs", "Experiment": "experiments"}
 MODELS = ("user-tower", "ranker-dcn", "ranker-mlp", "combiner")
 HEALTHY = {"requests": 500.0, "error_rate": 0.0, "p99_ms": 20.0}
 FAST_CANARY = {
@@ -241,6 +243,49 @@ def bump(cluster: KubeEmulator, ns: str, version: int, **canary: Any) -> None:
     cluster.patch(API, "Model", "ranker-dcn", patch, ns)
 
 
+def reads(
+    cluster: KubeEmulator, ns: str, plural: str, name: str | None = None, *, since: int = 0
+) -> int:
+    """How often the operator read ``name`` (a GET), or listed ``plural`` (no name), in ``ns``
+    after its first ``since`` requests. The test's own helpers do not go through HTTP."""
+    action = "FETCH" if name is not None else "LIST"
+    return sum(
+        1
+        for r in list(cluster.requests)[since:]
+        if r.action is not None
+        and r.action.value == action
+        and r.resource is not None
+        and r.resource.plural == plural
+        and (r.namespace, r.name) == (ns, name)
+    )
+
+
+def wait_reconciled(
+    cluster: KubeEmulator, ns: str, kind: str, name: str, op: Operator, times: int = 2
+) -> None:
+    """Wait until the operator has finished ``times`` reconciles of ``kind`` ``ns/name`` that
+    started after this call, counted in the requests it makes.
+
+    Each reconcile first reads its object, one reconcile per object at a time, so ``times + 1``
+    reads mean ``times`` finished. A graph reconcile also reads each Model it serves, once: a
+    Model's own reads are its reads less those of the namespace's graph (``recs``), and less
+    one more for a graph reconcile that was under way at the start.
+    """
+    mark = len(cluster.requests)
+
+    def started() -> int:
+        n = reads(cluster, ns, PLURALS[kind], name, since=mark)
+        if kind == "Model":
+            n -= reads(cluster, ns, "inferencegraphs", "recs", since=mark) + 1
+        return n
+
+    what = f"{times} reconciles of {kind} {ns}/{name}"
+    try:
+        cluster.wait_for(lambda: started() > times, timeout=15, what=what)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n--- operator log ---\n{op.tail()}") from None
+
+
 def events(cluster: KubeEmulator, ns: str) -> list[tuple[str, str]]:
     return [(e.get("reason", ""), e.get("message", "")) for e in cluster.list("v1", "events", ns)]
 
@@ -284,10 +329,13 @@ def test_a_graph_gets_its_children(cluster: KubeEmulator, operator: Operator) ->
     }
     for name in MODELS:
         assert model_status(cluster, ns, name)["servingVersion"] == 1
+    # The graph reads the Models it names, by name: no reconcile lists the namespace's Models.
+    assert reads(cluster, ns, "models") == 0
+    assert reads(cluster, ns, "inferencegraphs", "recs") > 0
 
     # Reconciling again changes nothing: no watch storm from an idempotent operator.
     version = deployment["metadata"]["resourceVersion"]
-    time.sleep(1.5)  # several ticks
+    wait_reconciled(cluster, ns, "InferenceGraph", "recs", operator, times=3)
     again = cluster.get("apps/v1", "Deployment", "recs-graph", ns)
     assert again is not None
     assert again["metadata"]["resourceVersion"] == version
@@ -389,22 +437,32 @@ def test_bad_evidence_rolls_back_with_the_reason(
     assert pinned_versions(cluster, ns)["ranker_dcn"] == 1
     assert any(r == "CanaryRollback" and why in m for r, m in events(cluster, ns))
     # The failed version is not retried while the spec names it.
-    time.sleep(1.0)
-    assert canary_phase(cluster, ns) == "RolledBack"
+    rolled_back = model_status(cluster, ns)["canary"]
+    wait_reconciled(cluster, ns, "Model", "ranker-dcn", operator)
+    assert model_status(cluster, ns)["canary"] == rolled_back
 
 
 def test_pause_and_abort_through_the_spec(
     cluster: KubeEmulator, feed: MetricsFeed, operator: Operator
 ) -> None:
     ns = "canary-ops"
-    create_models(cluster, ns, canary={**FAST_CANARY, "intervalSeconds": 2})
+    interval = 2
+    create_models(cluster, ns, canary={**FAST_CANARY, "intervalSeconds": interval})
     create_graph(cluster, ns)
     wait_ready(cluster, ns, "InferenceGraph", "recs", operator)
     feed.set(**HEALTHY)
 
-    bump(cluster, ns, 2, **{**FAST_CANARY, "intervalSeconds": 2, "paused": True})
+    bump(cluster, ns, 2, **{**FAST_CANARY, "intervalSeconds": interval, "paused": True})
     cluster.wait_for(lambda: canary_phase(cluster, ns) == "Paused", timeout=15, what="pause")
-    time.sleep(3.0)  # longer than a step: a paused canary does not advance
+    # A paused canary does not advance: judged after its step was due, it still holds. Due by
+    # the step's start as the operator wrote it (to the second, hence one second more).
+    started = datetime.strptime(
+        model_status(cluster, ns)["canary"]["stepStartedAt"], "%Y-%m-%dT%H:%M:%SZ"
+    ).replace(tzinfo=UTC)
+    due = started + timedelta(seconds=interval + 1)
+    cluster.wait_for(lambda: datetime.now(UTC) >= due, timeout=15, what="the step to be due")
+    wait_reconciled(cluster, ns, "Model", "ranker-dcn", operator)
+    assert canary_phase(cluster, ns) == "Paused"
     assert model_status(cluster, ns)["canary"]["weight"] == 10
     assert router_weight(cluster, ns) == 10  # traffic stays split while paused
 
@@ -478,7 +536,7 @@ def test_an_invalid_spec_gets_a_condition_and_creates_nothing(
     assert experiment["message"].startswith("spec.variants: "), experiment["message"]
     assert "sum to 140" in experiment["message"]
 
-    time.sleep(1.0)
+    wait_reconciled(cluster, ns, "InferenceGraph", "recs", operator)
     assert cluster.list("apps/v1", "Deployment", ns) == []
     assert cluster.list("v1", "ConfigMap", ns) == []
     written = {
@@ -637,14 +695,19 @@ def test_peered_operators_do_not_both_act(
         cluster, feed, tmp_path / "standby.log", "--peering", "cascade", "--priority", "10"
     )
     try:
+        # The leader first, on the peering object and acting before the standby starts: a
+        # replica that reads the object before a higher priority is on it acts until its next
+        # read, so two started at once could both act for a moment. Started second, the
+        # standby's first read names the leader.
         leader.start()
+        cluster.wait_for(
+            lambda: len(peers(cluster)) == 1 and not paused(leader.log.read_text(errors="replace")),
+            timeout=30,
+            what="the leader to act",
+        )
         standby.start()
         cluster.wait_for(lambda: len(peers(cluster)) == 2, timeout=30, what="both peers")
         assert sorted(p["priority"] for p in peers(cluster).values()) == [10, 100]
-        # kopf's peering is eventual: a replica may act in the second before it sees its
-        # peers, and finishes what it had started when it pauses. After that only the leader
-        # acts.
-        time.sleep(2.0)
         mark = len(standby.log.read_text(errors="replace"))
         assert paused(standby.log.read_text(errors="replace")), standby.tail()
         assert not paused(leader.log.read_text(errors="replace")), leader.tail()

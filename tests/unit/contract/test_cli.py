@@ -40,7 +40,7 @@ def test_a_cascade_error_is_one_line_and_exit_status_2(
 def test_serving_needs_no_torch() -> None:
     """The graph, the Triton launcher, the operator and the CLI import without torch."""
     modules = "inference.graph.app, inference.graph.launcher, inference.triton.server, "
-    modules += "operators.controller, contract.cli"
+    modules += "operators.controllers, contract.cli"
     code = NO_TORCH + f"import {modules}; contract.cli.parser()"
     code += "\nassert 'torch' not in sys.modules"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
