@@ -1,4 +1,4 @@
-"""``OnnxRuntime``: the in-process fallback runtime, and :func:`choose_runtime`.
+"""``OnnxRuntime``: the in-process runtime, for where Triton cannot run.
 
 Where Triton cannot start (a laptop, CI without the server binary, a one-container demo), the
 graph still needs the same models with the same contract. ``OnnxRuntime`` runs each model's
@@ -7,8 +7,8 @@ the same ``config.pbtxt`` Triton would read, through the same :mod:`inference.va
 code, so a request that Triton rejects is rejected here with the same message. Like Triton it
 hands the graph the config's ``reshape`` shapes and returns outputs in the config's ``dims``.
 
-Falling back is never silent: :func:`choose_runtime` logs a WARNING saying why Triton was not
-used, and the runtime's ``kind`` ("onnxruntime") shows in health output and metrics.
+A graph runs on it when its settings name the "onnxruntime" runtime (nothing falls back to it
+on its own); its ``kind`` ("onnxruntime") shows in ``cascade_model_runtime_info``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,11 +34,8 @@ from inference.errors import (
     InferenceError,
     ModelNotFound,
     ServerError,
-    Unavailable,
 )
-from inference.metrics import RUNTIME_FALLBACKS, record_runtime
-from inference.runtime import ModelRuntime, Tensors
-from inference.triton.client import TritonClient, TritonProtocol
+from inference.runtime import Tensors
 from inference.validation import (
     ModelSpec,
     check_feed,
@@ -47,11 +44,9 @@ from inference.validation import (
     spec_from_config,
 )
 
-__all__ = ["OnnxRuntime", "RuntimeMode", "choose_runtime"]
+__all__ = ["OnnxRuntime"]
 
 log = logging.getLogger("cascade.inference")
-
-RuntimeMode = Literal["triton", "onnxruntime", "auto"]
 
 
 @dataclass(frozen=True)
@@ -250,67 +245,3 @@ def _as_model_input(
     if model_dims != dims:
         array = array.reshape((batch, *model_dims) if spec.batching else model_dims)
     return np.ascontiguousarray(array)
-
-
-def choose_runtime(
-    mode: RuntimeMode,
-    *,
-    repository: Path | None = None,
-    url: str = "localhost:8001",
-    protocol: TritonProtocol = "grpc",
-    probe_timeout_s: float = 2.0,
-    intra_op_threads: int = 1,
-    versions: Mapping[str, int] | None = None,
-) -> ModelRuntime:
-    """The runtime for ``mode``: Triton at ``url``, in-process onnxruntime on ``repository``,
-    or "auto": Triton if it is ready within ``probe_timeout_s``, else onnxruntime.
-
-    "triton" does not probe (the server may still be starting; ``check_models`` fails fast).
-    "auto" logs a WARNING on ``cascade.inference`` naming why Triton was not used and that the
-    models now run in-process, and raises ``Unavailable`` when there is no ``repository`` to
-    fall back on. Check ``.kind`` for what was chosen.
-    """
-    runtime = _choose(mode, repository, url, protocol, probe_timeout_s, intra_op_threads, versions)
-    record_runtime(runtime.kind)
-    return runtime
-
-
-def _choose(
-    mode: RuntimeMode,
-    repository: Path | None,
-    url: str,
-    protocol: TritonProtocol,
-    probe_timeout_s: float,
-    intra_op_threads: int,
-    versions: Mapping[str, int] | None,
-) -> ModelRuntime:
-    if mode == "triton":
-        return TritonClient(url, protocol)
-    if mode not in ("onnxruntime", "auto"):
-        raise ValueError(f"runtime mode must be 'triton', 'onnxruntime' or 'auto', got {mode!r}")
-    if mode == "auto":
-        # A throwaway client for the probe: its short socket timeouts must not become the
-        # ceiling of every later call.
-        with TritonClient(
-            url, protocol, connection_timeout_s=probe_timeout_s, network_timeout_s=probe_timeout_s
-        ) as probe:
-            reason = probe.readiness(probe_timeout_s)
-        if reason is None:
-            return TritonClient(url, protocol)
-        if repository is None:
-            raise Unavailable(
-                f"Triton at {url} ({protocol}) is not ready ({reason}) and no model repository "
-                "was given for the in-process fallback"
-            )
-        log.warning(
-            "Triton at %s (%s) is not usable: %s. FALLING BACK to in-process onnxruntime on %s: "
-            "no dynamic batching, models share this process's CPU",
-            url,
-            protocol,
-            reason,
-            repository,
-        )
-        RUNTIME_FALLBACKS.inc()
-    if repository is None:
-        raise ValueError("the onnxruntime runtime needs a model repository path")
-    return OnnxRuntime(repository, intra_op_threads=intra_op_threads, versions=versions)

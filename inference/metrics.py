@@ -5,17 +5,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 #: 1 for the runtime kind that serves the models ("triton-grpc", "triton-http",
-#: "onnxruntime"), 0 for the others: an in-process fallback is visible on every dashboard.
+#: "onnxruntime"), 0 for the others: models run in-process show on every dashboard.
 MODEL_RUNTIME = Gauge(
     "cascade_model_runtime_info",
     "Which runtime serves the models (1 = active).",
     ["kind"],
-)
-
-#: Times "auto" runtime selection fell back from Triton to in-process onnxruntime.
-RUNTIME_FALLBACKS = Counter(
-    "cascade_runtime_fallbacks_total",
-    "Times the runtime choice fell back from Triton to in-process onnxruntime.",
 )
 
 RUNTIME_KINDS = ("triton-grpc", "triton-http", "onnxruntime")

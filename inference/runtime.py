@@ -1,5 +1,5 @@
 """The interface every model runtime offers the graph: Triton over gRPC or HTTP, or the
-in-process onnxruntime fallback. The graph depends on this protocol only."""
+in-process onnxruntime. The graph depends on this protocol only."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ Tensors = dict[str, npt.NDArray[np.generic]]
 class ModelRuntime(Protocol):
     """Runs named models on named tensors. Implementations raise ``InferenceError`` kinds."""
 
-    #: What serves the models, for health output and metrics: "triton-grpc", "triton-http",
-    #: or "onnxruntime" (the in-process fallback).
+    #: What serves the models, for metrics: "triton-grpc", "triton-http", or "onnxruntime"
+    #: (in-process).
     kind: str
 
     def infer(

@@ -26,6 +26,8 @@ from pydantic.alias_generators import to_camel
 
 from ab_router.design import SLUG_PATTERN
 from ab_router.design import Experiment as ExperimentDesign
+from ab_router.design import Metric as MetricDesign
+from ab_router.design import Variant as VariantDesign
 from contract.graph_config import GraphConfig
 
 #: The data plane's defaults, which the resources' defaults are (defined once, in contract).
@@ -457,12 +459,10 @@ class InferenceGraphSpec(Spec):
 # -- Experiment ---------------------------------------------------------------------------------
 
 
-class Variant(Spec):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    weight: float = Field(ge=0, le=100, description="Percent of the experiment's units.")
-    config: dict[str, Any] = Field(
-        default_factory=dict, description="Graph config overrides for this variant."
-    )
+# The router's own models give the fields, bounds and defaults (written once, in ab_router);
+# Spec adds the wire form (camelCase, unknown keys rejected).
+class Variant(Spec, VariantDesign):
+    """One arm of the experiment; its config overrides fields of the graph's config."""
 
     @field_validator("config")
     @classmethod
@@ -478,12 +478,8 @@ class Variant(Spec):
         return config
 
 
-class Metric(Spec):
-    name: str = Field(min_length=1, max_length=64)
-    role: Literal["primary", "secondary", "guardrail"] = "primary"
-    mde_relative: float = Field(default=0.05, gt=0, le=10)
-    direction: Literal["increase_is_bad", "decrease_is_bad"] = "increase_is_bad"
-    margin_relative: float = Field(default=0.05, ge=0, le=1)
+class Metric(Spec, MetricDesign):
+    """A metric the analysis reports: a primary or secondary outcome, or a guardrail."""
 
 
 class ExperimentSpec(Spec):

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,35 +115,50 @@ def test_next_build_adds_a_version_and_is_reproducible(
         assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
+#: The build, in a child process that SIGKILLs itself at the last moment before it commits:
+#: every model exported, validated and staged, the commit journal not yet written. The
+#: repository writer's ``Transaction._write_journal`` is the seam, so where the build dies does
+#: not depend on timing.
+KILLED_BEFORE_COMMIT = """
+import os, signal, sys
+import training.repository as r
+from training.build import BuildConfig, run_build
+
+def die(*_):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+r.Transaction._write_journal = die
+run_build(BuildConfig.model_validate_json(sys.argv[1]))
+"""
+
+
 def test_killed_build_leaves_the_repository_as_it_was(
     tmp_path: Path, small_config: SmallConfig, built: tuple[BuildConfig, BuildResult]
 ) -> None:
-    config = small_config(tmp_path, retrieval_epochs=200)  # long enough to be killed mid-run
+    # The models' quality does not matter here, only that every one of them is staged.
+    config = small_config(tmp_path, retrieval_epochs=1, ranking_epochs=1)
     repo_root = config.out
     shutil.copytree(built[0].out, repo_root)  # an existing repository with a version
     versions = ModelRepository(repo_root).versions(USER_TOWER)
     before = tree(repo_root)
-    script = (
-        "import sys; from training.build import BuildConfig, run_build; "
-        "run_build(BuildConfig.model_validate_json(sys.argv[1]))"
-    )
     log = tmp_path / "child.log"
     with log.open("wb") as sink:
-        child = subprocess.Popen(
-            [sys.executable, "-c", script, config.model_dump_json()],
+        child = subprocess.run(
+            [sys.executable, "-c", KILLED_BEFORE_COMMIT, config.model_dump_json()],
             cwd=Path(__file__).resolve().parents[2],
             stdout=sink,
             stderr=sink,
+            timeout=600,
+            check=False,
         )
-        try:
-            time.sleep(8)  # loading and training; the repository is not touched until the end
-            assert child.poll() is None, log.read_text()
-            os.kill(child.pid, signal.SIGKILL)
-        finally:
-            child.wait()
+    assert child.returncode == -signal.SIGKILL, log.read_text()
     assert tree(repo_root) == before
+    staging = repo_root.parent / f".{repo_root.name}-staging"
+    (txn,) = [p for p in staging.iterdir() if p.is_dir() and p.name.startswith("txn-")]
+    assert sorted(p.name for p in (txn / "models").iterdir()) == sorted(MODELS)  # all staged
     assert ModelRepository(repo_root).versions(USER_TOWER) == versions  # recovery adds nothing
     assert tree(repo_root) == before
+    assert not txn.exists()  # and discards the dead build's staging
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,11 @@
 """TritonClient against a real Triton serving the canonical build, over gRPC and HTTP.
 
 Parity is measured against onnxruntime on the very ``model.onnx`` Triton serves, and against
-the in-process fallback, so the three paths the graph can take agree to 1e-5.
+the in-process runtime, so the three paths the graph can take agree to 1e-5.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from contract.features import load_features
 from contract.signature import DType, Signature, TensorSpec
 from inference.errors import BadRequest, DeadlineExceeded, InferenceError, ModelNotFound
-from inference.local_runtime import OnnxRuntime, choose_runtime
+from inference.local_runtime import OnnxRuntime
 from inference.runtime import Tensors
 from inference.triton.client import (
     GrpcTransport,
@@ -211,21 +210,3 @@ def test_repository_api(client: TritonClient) -> None:
         client.model_versions("ghost")
     with pytest.raises(InferenceError):
         client.load_model("ghost")
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_auto_picks_a_ready_triton_without_warning(
-    triton: TritonServer,
-    built_repo: Path,
-    protocol: TritonProtocol,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.WARNING, logger="cascade.inference")
-    runtime = choose_runtime(
-        "auto", repository=built_repo, url=url_of(triton, protocol), protocol=protocol
-    )
-    try:
-        assert runtime.kind == f"triton-{protocol}"
-        assert caplog.records == []
-    finally:
-        runtime.close()

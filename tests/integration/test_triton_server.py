@@ -105,18 +105,6 @@ def test_dims_round_trip(triton: TritonServer) -> None:
     assert np.array(meta["outputs"][0]["shape"]).tolist() == [-1, 1]  # type: ignore[index]
 
 
-def test_health_names_the_runtime(triton: TritonServer) -> None:
-    from inference.health import runtime_health
-    from inference.triton.client import TritonClient
-
-    with TritonClient(triton.grpc_url) as client:
-        assert runtime_health(client) == {
-            "runtime": "triton-grpc",
-            "fallback": False,
-            "ready": True,
-        }
-
-
 def test_serves_a_read_only_repository(built_repo: Path, tmp_path: Path) -> None:
     """As in a pod: the repository and its parent are read-only and no workdir is given, so
     nothing may be written beside the repository (no staging area, no runtime repository)."""

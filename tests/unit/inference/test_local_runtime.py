@@ -1,4 +1,4 @@
-"""OnnxRuntime (the in-process fallback) and choose_runtime, on a tiny hand-made repository.
+"""OnnxRuntime (the in-process runtime) on a tiny hand-made repository.
 
 The repository is written through ``ModelRepository`` transactions, as a build would, so the
 runtime reads real ``config.pbtxt`` files; no Triton and no canonical build are needed.
@@ -6,8 +6,6 @@ runtime reads real ``config.pbtxt`` files; no Triton and no canonical build are 
 
 from __future__ import annotations
 
-import logging
-import socket
 import time
 from pathlib import Path
 
@@ -17,13 +15,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from prometheus_client import REGISTRY
 
 from contract.signature import Signature, TensorSpec
 from inference.errors import BadRequest, DeadlineExceeded, ModelNotFound
-from inference.health import runtime_health
-from inference.local_runtime import OnnxRuntime, choose_runtime
-from inference.runtime import ModelRuntime
+from inference.local_runtime import OnnxRuntime
 from training.model_config import ModelConfigSpec
 from training.repository import ModelRepository
 
@@ -275,64 +270,3 @@ def test_a_missing_repository_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match="does not exist"):
         OnnxRuntime(tmp_path / "nope")
     assert not (tmp_path / "nope").exists()
-
-
-# ---- choose_runtime ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def refused_url() -> str:
-    """A port nothing listens on (bound then released), so connecting is refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
-
-
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_auto_without_triton_falls_back_loudly(
-    repo_root: Path, refused_url: str, protocol: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="cascade.inference")
-    fallbacks = REGISTRY.get_sample_value("cascade_runtime_fallbacks_total") or 0.0
-    chosen: ModelRuntime = choose_runtime(
-        "auto",
-        repository=repo_root,
-        url=refused_url,
-        protocol="grpc" if protocol == "grpc" else "http",
-        probe_timeout_s=1.0,
-    )
-    assert chosen.kind == "onnxruntime"
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert warnings[0].name == "cascade.inference"
-    text = warnings[0].getMessage()
-    assert refused_url in text
-    assert "FALLING BACK to in-process onnxruntime" in text
-    assert "refused" in text.lower() or "failed to connect" in text.lower()
-    chosen.infer("ranker", ranker_feed(1))
-    # Visible in metrics and health output, not only in the log.
-    assert REGISTRY.get_sample_value("cascade_runtime_fallbacks_total") == fallbacks + 1
-    assert REGISTRY.get_sample_value("cascade_model_runtime_info", {"kind": "onnxruntime"}) == 1
-    assert REGISTRY.get_sample_value("cascade_model_runtime_info", {"kind": "triton-grpc"}) == 0
-    assert runtime_health(chosen) == {"runtime": "onnxruntime", "fallback": True, "ready": True}
-
-
-def test_onnxruntime_mode_never_warns(repo_root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
-    chosen = choose_runtime("onnxruntime", repository=repo_root)
-    assert chosen.kind == "onnxruntime"
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-
-
-def test_triton_mode_returns_a_client_without_probing(refused_url: str) -> None:
-    chosen = choose_runtime("triton", url=refused_url)
-    assert chosen.kind == "triton-grpc"
-    chosen.close()
-
-
-def test_bad_modes_and_missing_repository_are_refused(refused_url: str) -> None:
-    with pytest.raises(ValueError, match="runtime mode"):
-        choose_runtime("gpu", repository=Path("."))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="needs a model repository"):
-        choose_runtime("onnxruntime")

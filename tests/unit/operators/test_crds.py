@@ -462,6 +462,22 @@ def test_a_variant_config_is_checked_with_the_graphs_own_schema() -> None:
     ExperimentSpec.model_validate({"graph": "g", "variants": variants})  # valid overrides pass
 
 
+def test_experiment_variants_and_metrics_are_the_routers() -> None:
+    from ab_router import design
+    from operators.crds.specs import Metric, Variant
+
+    for spec, router in ((Variant, design.Variant), (Metric, design.Metric)):
+        assert issubclass(spec, router)
+        # The same fields, bounds and defaults (by their Python names).
+        properties = spec.model_json_schema(by_alias=False)["properties"]
+        assert properties == router.model_json_schema()["properties"]
+    metric = Metric.model_validate({"name": "ctr", "mdeRelative": 0.1})  # camelCase on the wire
+    assert metric.model_dump() == design.Metric(name="ctr", mde_relative=0.1).model_dump()
+    assert metric.wire()["marginRelative"] == design.Metric(name="ctr").margin_relative
+    with pytest.raises(ValidationError):
+        Metric.model_validate({"name": "ctr", "mde": 0.1})
+
+
 def test_resource_defaults_are_the_data_planes() -> None:
     from contract.graph_config import GraphConfig
     from operators.crds.specs import InferenceGraphSpec
