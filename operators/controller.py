@@ -94,7 +94,10 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class OperatorSettings:
+    #: The serving image (no torch): the graph's and Triton's containers.
     image: str = "cascade:0.1.0"
+    #: The factory image (torch): the init container that runs ``cascade build``.
+    factory_image: str = "cascade-factory:0.1.0"
     #: How often in-flight canaries are judged and graphs re-scaled.
     tick_s: float = 10.0
 
@@ -227,6 +230,7 @@ class Controller:
             uid=body["metadata"]["uid"],
             spec=spec,
             image=spec.image or self.settings.image,
+            factory_image=self.settings.factory_image,
             model_versions=versions,
             canary=route,
             experiments=tuple(experiments),
