@@ -31,7 +31,14 @@ def register(sub: Any) -> None:
     )
     peers.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     p.add_argument("--priority", type=int, default=0, help="peering priority (highest acts)")
-    p.add_argument("--image", default=OperatorSettings.image, help="image for graph pods")
+    p.add_argument(
+        "--image", default=OperatorSettings.image, help="serving image of the graph's pods"
+    )
+    p.add_argument(
+        "--factory-image",
+        default=OperatorSettings.factory_image,
+        help="factory image of the init container that builds the models (source build)",
+    )
     p.add_argument("--prometheus-url", default=None, help="Prometheus for canary and scaling")
     p.add_argument(
         "--reports-url",
@@ -99,7 +106,7 @@ async def _operate(args: argparse.Namespace) -> None:
         memo["controllers"] = Controllers.create(
             kube,
             Observer(prometheus, Reports(session, args.reports_url)),
-            OperatorSettings(image=args.image, tick_s=args.tick),
+            OperatorSettings(image=args.image, factory_image=args.factory_image, tick_s=args.tick),
             events=lambda body, type_, reason, message: kopf.event(
                 kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message
             ),

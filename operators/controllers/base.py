@@ -43,7 +43,10 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class OperatorSettings:
+    #: The serving image (no torch): the graph's and Triton's containers.
     image: str = "cascade:0.1.0"
+    #: The factory image (torch): the init container that runs ``cascade build``.
+    factory_image: str = "cascade-factory:0.1.0"
     #: How often in-flight canaries are judged and graphs re-scaled.
     tick_s: float = 10.0
 

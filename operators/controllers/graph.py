@@ -137,6 +137,7 @@ class GraphReconciler(Reconciler):
             uid=body["metadata"]["uid"],
             spec=spec,
             image=spec.image or self.settings.image,
+            factory_image=self.settings.factory_image,
             model_versions=versions,
             canary=route,
             experiments=tuple(experiments),

@@ -437,7 +437,11 @@ class InferenceGraphSpec(Spec):
         description="Exposure log for experiments and canaries (a Redis URL).",
     )
     image: str | None = Field(
-        default=None, description="Platform image; default: the operator's own setting."
+        default=None,
+        description=(
+            "Serving image of the graph's pods; default: the operator's own setting. The model"
+            " build (source build) runs the operator's factory image."
+        ),
     )
     monitoring: Monitoring = Monitoring()
     disruption_budget: DisruptionBudget = DisruptionBudget()

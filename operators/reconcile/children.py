@@ -85,7 +85,10 @@ class GraphInputs:
     namespace: str
     uid: str
     spec: InferenceGraphSpec
+    #: The serving image (no torch): every container but the model build.
     image: str
+    #: The factory image (torch): the init container that runs ``cascade build``.
+    factory_image: str
     model_versions: dict[str, int] = field(default_factory=dict)
     canary: CanaryRoute | None = None
     experiments: tuple[ExperimentDesign, ...] = ()
@@ -261,6 +264,7 @@ def _model_volume(inputs: GraphInputs) -> tuple[dict[str, Any], list[dict[str, A
     if repo.build is not None:
         build = f"cascade build --dataset {repo.build.dataset} --out {MODELS_DIR}"
         command = ["sh", "-c", f"set -e; for i in $(seq {repo.build.versions}); do {build}; done"]
+        image = inputs.factory_image
     else:
         fetch = (
             "import sys, tarfile, urllib.request; "
@@ -268,15 +272,18 @@ def _model_volume(inputs: GraphInputs) -> tuple[dict[str, Any], list[dict[str, A
             ".extractall(sys.argv[2], filter='data')"
         )
         command = ["python", "-c", fetch, str(repo.uri), MODELS_DIR]
-    init = _container(inputs, "models", command, "graph")
+        image = inputs.image
+    init = _container(inputs, "models", command, "graph", image=image)
     init.pop("ports")
     return volume, [init]
 
 
-def _container(inputs: GraphInputs, name: str, command: list[str], role: str) -> dict[str, Any]:
+def _container(
+    inputs: GraphInputs, name: str, command: list[str], role: str, *, image: str | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
-        "image": inputs.image,
+        "image": image or inputs.image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "env": [

@@ -73,6 +73,8 @@ class Operator:
             "0",
             "--image",
             "cascade:test",
+            "--factory-image",
+            "cascade-factory:test",
             *(self.extra or ("--standalone",)),
         ]
         with self.log.open("ab") as out:
@@ -320,7 +322,9 @@ def test_a_graph_gets_its_children(cluster: KubeEmulator, operator: Operator) ->
     deployment = cluster.get("apps/v1", "Deployment", "recs-graph", ns)
     assert deployment is not None
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == uid
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "cascade:test"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "cascade:test"
+    assert pod["initContainers"][0]["image"] == "cascade-factory:test"  # the model build
     assert pinned_versions(cluster, ns) == {
         "user_tower": 1,
         "ranker_dcn": 1,

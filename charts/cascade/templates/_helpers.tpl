@@ -62,16 +62,29 @@ app.kubernetes.io/component: operator
 {{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
 {{- end }}
 
-{{/* The platform image reference. */}}
-{{- define "cascade.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{/*
+An image reference from a map with repository, tag and digest (the digest wins); pass a dict
+with that map as "image" and the root context as "ctx".
+*/}}
+{{- define "cascade.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
 {{- end }}
 {{- end }}
 
-{{/* The image the operator puts into the graph's pods. */}}
+{{/* The serving image: the operator, the helm test and, by default, the graph's pods. */}}
+{{- define "cascade.image" -}}
+{{- include "cascade.imageRef" (dict "image" .Values.image "ctx" .) }}
+{{- end }}
+
+{{/* The factory image (torch): only the containers that run `cascade build`. */}}
+{{- define "cascade.factoryImage" -}}
+{{- include "cascade.imageRef" (dict "image" .Values.image.factory "ctx" .) }}
+{{- end }}
+
+{{/* The image the operator puts into the graph's serving pods. */}}
 {{- define "cascade.graphImage" -}}
 {{- default (include "cascade.image" .) .Values.operator.graphImage }}
 {{- end }}

@@ -485,12 +485,42 @@ def test_operator_command_line() -> None:
         "http://prometheus-operated.monitoring.svc:9090",
         "--image",
         "cascade:0.1.0",
+        "--factory-image",
+        "cascade-factory:0.1.0",
     ]
     namespaced = operator_args(scenario("namespaced"))
     assert namespaced[namespaced.index("--namespace") + 1] == "cascade"
     assert "--all-namespaces" not in namespaced
     uri = operator_args(scenario("uri"))
     assert uri[uri.index("--image") + 1] == "registry.example.com/cascade:0.1.0"
+    digest = scenario_values("uri")["image"]["factory"]["digest"]
+    assert uri[uri.index("--factory-image") + 1] == f"registry.example.com/cascade-factory@{digest}"
+
+
+def test_the_serving_image_runs_everything_but_the_model_build() -> None:
+    """The serving image has no torch: the operator, the graph, Triton and the helm test run it;
+    the factory image runs only `cascade build` (the operator's --factory-image, and the Ray
+    pods' init container)."""
+    docs = render(
+        {
+            "image": {"tag": "1.2.3", "factory": {"tag": "1.2.4"}},
+            "rayService": {"enabled": True},
+        }
+    )
+    serving, factory = "cascade:1.2.3", "cascade-factory:1.2.4"
+    operator = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert operator["image"] == serving
+    args = operator["args"]
+    assert args[args.index("--image") + 1] == serving
+    assert args[args.index("--factory-image") + 1] == factory
+    assert {c["image"] for c in one(docs, "Pod")["spec"]["containers"]} == {serving}
+    cluster = one(docs, "RayService")["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert {c["image"] for c in pod["containers"]} == {serving}
+        builds = [c for c in pod["initContainers"] if "build" in " ".join(c["command"])]
+        assert builds
+        assert {c["image"] for c in builds} == {factory}
 
 
 def test_operator_probes_and_metrics_service() -> None:

@@ -85,28 +85,58 @@ def env_of(stage: list[Instruction]) -> dict[str, str]:
     return env
 
 
-def test_dockerfile_builds_in_two_stages_and_runs_unprivileged() -> None:
+def named_stages(steps: list[Instruction]) -> dict[str, list[Instruction]]:
+    return {stage[0].args.split()[-1]: stage for stage in stages(steps)}
+
+
+def target(steps: list[Instruction], name: str) -> list[Instruction]:
+    """The instructions an image built with ``--target name`` runs, its parent stages first."""
+    named = named_stages(steps)
+    base = named[name][0].args.split()[0]
+    return (target(steps, base) if base in named else []) + named[name]
+
+
+def pip_installs(stage: list[Instruction]) -> list[str]:
+    return [s.args for s in stage if s.name == "RUN" and "pip install" in s.args]
+
+
+#: The images the Dockerfile builds (its targets) and the stage whose venv each copies.
+TARGETS = {"serving": "builder", "factory": "factory-builder"}
+
+
+def test_dockerfile_builds_a_serving_and_a_factory_image() -> None:
     steps = instructions(DOCKERFILE.read_text())
-    builder, runtime = stages(steps)
-    names = [s.args.split()[-1] for s in (builder[0], runtime[0])]
-    assert names == ["builder", "runtime"]
-    for stage in (builder, runtime):
-        image = resolve(stage[0].args.split()[0], steps)
-        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", image), image
-    # The package and its dependencies go into a venv the runtime copies.
-    installs = [s.args for s in builder if s.name == "RUN" and "pip install" in s.args]
-    # This directory with the factory extra: the image serves and builds.
+    named = named_stages(steps)
+    # serving last: a plain `docker build .` makes the serving image.
+    assert list(named) == ["builder", "factory-builder", "runtime", "factory", "serving"]
+    for stage in named.values():
+        base = resolve(stage[0].args.split()[0], steps)
+        assert base in named or re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base), base
+    # Serving: this directory without extras, so no torch. Factory: the same venv plus [train].
+    this = r"pip install .*(?<!\S)\"?\./\"?(\s|$)"
+    assert any(re.search(this, args) for args in pip_installs(named["builder"]))
+    assert not any("[train]" in args for args in pip_installs(named["builder"]))
+    factory = named["factory-builder"]
+    assert factory[0].args.split()[0] == "builder"
     this_with_factory = r"pip install .*(?<!\S)\"?\./\[train\]\"?(\s|$)"
-    assert any(re.search(this_with_factory, args) for args in installs)
-    assert any(s.name == "COPY" and "--from=builder /opt/venv" in s.args for s in runtime)
-    users = [s.args for s in runtime if s.name == "USER"]
-    assert users, "the final stage must set a USER"
+    assert any(re.search(this_with_factory, args) for args in pip_installs(factory))
+    for image, venv in TARGETS.items():
+        assert named[image][0].args.split()[0] == "runtime"
+        copies = [s.args for s in named[image] if s.name == "COPY"]
+        assert copies == [f"--from={venv} /opt/venv /opt/venv"], image
+
+
+@pytest.mark.parametrize("image", TARGETS)
+def test_each_image_runs_unprivileged(image: str) -> None:
+    steps = target(instructions(DOCKERFILE.read_text()), image)
+    users = [s.args for s in steps if s.name == "USER"]
+    assert users, f"{image}: no USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit(), "a numeric user: Kubernetes cannot check a name for runAsNonRoot"
     assert uid == "10001"  # the chart's runAsUser
-    (entrypoint,) = [s.args for s in runtime if s.name == "ENTRYPOINT"]
+    (entrypoint,) = [s.args for s in steps if s.name == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["cascade"]  # exec form
-    exposed = {p for s in runtime if s.name == "EXPOSE" for p in s.args.split()}
+    exposed = {p for s in steps if s.name == "EXPOSE" for p in s.args.split()}
     assert {"8000", "9000", "8080"} <= exposed
 
 
@@ -123,9 +153,9 @@ def test_dockerfile_pins_and_fetches_nothing_unchecked() -> None:
             assert not re.search(r"\b(curl|wget)\b", step.args), step.args
 
 
-def test_dockerfile_environment_for_triton_and_ray() -> None:
-    steps = instructions(DOCKERFILE.read_text())
-    env = env_of(stages(steps)[-1])
+@pytest.mark.parametrize("image", TARGETS)
+def test_dockerfile_environment_for_triton_and_ray(image: str) -> None:
+    env = env_of(target(instructions(DOCKERFILE.read_text()), image))
     assert env["PATH"].split(":")[0] == "/opt/venv/bin"  # the stub finds Python there
     libs = env["LD_LIBRARY_PATH"].split(":")
     assert "/opt/venv/lib/python3.11/site-packages/nvidia_pytriton.libs" in libs
@@ -289,14 +319,21 @@ def test_readme_paths_exist(readme: Path) -> None:
 
 
 @pytest.mark.parametrize("readme", QUICKSTARTS, ids=["chart", "repository"])
-def test_readme_image_and_cluster_match_the_kind_setup(readme: Path) -> None:
+def test_readme_images_and_cluster_match_the_kind_setup(readme: Path) -> None:
     words = [shlex.split(c) for c in commands(readme.read_text())]
-    (build,) = [w for w in words if w[:2] == ["docker", "build"]]
-    image = scenario_values("kind")["image"]
-    assert build[build.index("-t") + 1] == f"{image['repository']}:{image['tag']}"
-    assert build[-1] == "."  # the repository root, where the Dockerfile is
+    serving = scenario_values("kind")["image"]
+    factory = serving["factory"]
+    refs = {
+        "serving": f"{serving['repository']}:{serving['tag']}",
+        "factory": f"{factory['repository']}:{factory['tag']}",
+    }
+    builds = {w[w.index("--target") + 1]: w for w in words if w[:2] == ["docker", "build"]}
+    assert set(builds) == set(TARGETS)
+    for name, build in builds.items():
+        assert build[build.index("-t") + 1] == refs[name]
+        assert build[-1] == "."  # the repository root, where the Dockerfile is
     (load,) = [w for w in words if w[:3] == ["kind", "load", "docker-image"]]
-    assert load[3] == f"{image['repository']}:{image['tag']}"
+    assert load[3 : load.index("--name")] == [refs["serving"], refs["factory"]]
     assert load[load.index("--name") + 1] == kind_config()["name"]
     assert scenario_values("kind")["image"]["pullPolicy"] == "Never"  # loaded, not pulled
     text = readme.read_text()

@@ -28,6 +28,7 @@ def inputs(**overrides: Any) -> GraphInputs:
         "uid": "uid-1",
         "spec": SPEC,
         "image": "cascade:0.1.0",
+        "factory_image": "cascade-factory:0.1.0",
         "model_versions": VERSIONS,
     }
     values.update(overrides)
@@ -165,6 +166,22 @@ def test_repository_sources() -> None:
     )
     uri = pod({"uri": "https://example.com/repo.tar.gz"})
     assert "https://example.com/repo.tar.gz" in uri["initContainers"][0]["command"]
+
+
+def test_only_the_model_build_runs_the_factory_image() -> None:
+    """torch lives in the factory image; the servers and a repository download need none."""
+    for repo, init_image in [
+        ({"build": {}}, "cascade-factory:0.1.0"),
+        ({"uri": "https://example.com/repo.tar.gz"}, "cascade:0.1.0"),
+        ({"pvc": "models"}, None),
+    ]:
+        spec = InferenceGraphSpec.model_validate({"modelRepository": repo})
+        for c in render(inputs(spec=spec)):
+            if c["kind"] != "Deployment":
+                continue
+            pod = c["spec"]["template"]["spec"]
+            assert [x["image"] for x in pod["containers"]] == ["cascade:0.1.0"]
+            assert [x["image"] for x in pod["initContainers"]] == [init_image] * bool(init_image)
 
 
 def test_pods_are_hardened() -> None:

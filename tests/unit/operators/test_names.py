@@ -109,6 +109,7 @@ def test_every_child_of_the_longest_graph_name_is_a_valid_name() -> None:
         uid="uid-1",
         spec=spec,
         image="cascade:0.1.0",
+        factory_image="cascade-factory:0.1.0",
         canary=route,
         service_monitor=True,
     )

@@ -20,7 +20,7 @@ spec:
   {{- if eq $repo.source "build" }}
   initContainers:
     - name: build-models
-      image: {{ include "cascade.graphImage" $ | quote }}
+      image: {{ include "cascade.factoryImage" $ | quote }}
       imagePullPolicy: {{ $.Values.image.pullPolicy }}
       {{- if gt (int $repo.build.versions) 1 }}
       command:
