@@ -188,16 +188,21 @@ class CatalogWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            content = self._read()
-            if content is None or not content.strip() or content == self._seen:
-                continue
-            self._seen = content
-            try:
-                catalog = parse_catalog(content.decode("utf-8", errors="replace"), self.path)
-            except InferenceError as exc:
-                log.warning("experiments file changed but is not usable, keeping the old: %s", exc)
-                continue
-            self.on_change(catalog)
+            self.poll()
+
+    def poll(self) -> bool:
+        """Read the file once; hand on its catalog if it changed and parses (True if so)."""
+        content = self._read()
+        if content is None or not content.strip() or content == self._seen:
+            return False
+        self._seen = content
+        try:
+            catalog = parse_catalog(content.decode("utf-8", errors="replace"), self.path)
+        except InferenceError as exc:
+            log.warning("experiments file changed but is not usable, keeping the old: %s", exc)
+            return False
+        self.on_change(catalog)
+        return True
 
     def close(self) -> None:
         self._stop.set()

@@ -393,30 +393,33 @@ def test_a_changed_variant_config_or_a_missing_experiment_is_refused(
     assert router.experiment is before
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write as the kubelet swaps a ConfigMap's files: all of it at once."""
+    staged = path.with_suffix(".tmp")
+    staged.write_text(text)
+    staged.replace(path)
+
+
 def test_the_watcher_hands_on_a_changed_file_and_skips_a_broken_one(tmp_path: Path) -> None:
     import json
-    import time
 
     from inference.graph.experiments import CatalogWatcher
 
     path = tmp_path / "experiments.yaml"
-    path.write_text(json.dumps(design()))
+    _replace(path, json.dumps(design()))
     seen: list[ExperimentCatalog] = []
-    watcher = CatalogWatcher(path, seen.append, interval_s=0.02)
+    watcher = CatalogWatcher(path, seen.append, interval_s=3600)  # polled by the test
     try:
-        time.sleep(0.1)
-        assert seen == []  # unchanged content is not a change
-        path.write_text("layers: [{name: 0}]")  # invalid: logged, skipped
-        time.sleep(0.1)
-        assert seen == []
+        assert (watcher.poll(), seen) == (False, [])  # unchanged content is not a change
+        _replace(path, "layers: [{name: 0}]")  # invalid: logged, skipped
+        assert (watcher.poll(), seen) == (False, [])
         data = design()
         data["layers"][0]["experiments"][0]["variants"][0]["weight"] = 20
         data["layers"][0]["experiments"][0]["variants"][1]["weight"] = 80
-        path.write_text(json.dumps(data))
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _replace(path, json.dumps(data))
+        assert watcher.poll()
         assert [v.weight for v in seen[0].experiment(NAME).variants] == [20, 80]
+        assert (watcher.poll(), len(seen)) == (False, 1)  # handed on once
     finally:
         watcher.close()
 
@@ -424,28 +427,40 @@ def test_the_watcher_hands_on_a_changed_file_and_skips_a_broken_one(tmp_path: Pa
 def test_the_watcher_takes_an_empty_read_for_a_file_being_written(tmp_path: Path) -> None:
     """A writer truncates before it writes: the watcher must not hand on "no experiments"."""
     import json
-    import threading
 
     from inference.graph.experiments import CatalogWatcher
 
     path = tmp_path / "experiments.yaml"
     path.write_text(json.dumps(design()))
     seen: list[ExperimentCatalog] = []
-    changed = threading.Event()
-
-    def on_change(catalog: ExperimentCatalog) -> None:
-        seen.append(catalog)
-        changed.set()
-
-    watcher = CatalogWatcher(path, on_change, interval_s=0.005)
+    watcher = CatalogWatcher(path, seen.append, interval_s=3600)  # polled by the test
     try:
         path.write_text("")  # mid-write, as a poll may see it
-        assert not changed.wait(0.1)
+        assert (watcher.poll(), seen) == (False, [])
         data = design()
         data["layers"][0]["experiments"][0]["variants"][0]["weight"] = 30
         data["layers"][0]["experiments"][0]["variants"][1]["weight"] = 70
         path.write_text(json.dumps(data))
-        assert changed.wait(5)
+        assert watcher.poll()
         assert [v.weight for v in seen[0].experiment(NAME).variants] == [30, 70]
+    finally:
+        watcher.close()
+
+
+def test_the_watcher_polls_on_its_own_thread(tmp_path: Path) -> None:
+    import json
+
+    from inference.graph.experiments import CatalogWatcher
+
+    path = tmp_path / "experiments.yaml"
+    _replace(path, json.dumps(design()))
+    changed = threading.Event()
+    watcher = CatalogWatcher(path, lambda _: changed.set(), interval_s=0.01)
+    try:
+        data = design()
+        data["layers"][0]["experiments"][0]["variants"][0]["weight"] = 40
+        data["layers"][0]["experiments"][0]["variants"][1]["weight"] = 60
+        _replace(path, json.dumps(data))
+        assert changed.wait(5)
     finally:
         watcher.close()
