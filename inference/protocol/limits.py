@@ -78,8 +78,10 @@ def context_value(label: str, key: str, value: object) -> str:
     if key not in CONTEXT_KEYS:
         raise BadRequest(f"{label}: unknown key {key!r}; known keys are {', '.join(CONTEXT_KEYS)}")
     if key == "age":
-        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 4:
-            value = int(value.strip())
+        digits = value.strip() if isinstance(value, str) else ""
+        # ASCII only: str.isdigit() also accepts "¹" or "٣", which int() then refuses.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 4:
+            value = int(digits)
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadRequest(f"{label}: expected a whole number of years, got {kind(value)}")
         if not 0 <= value <= MAX_AGE:

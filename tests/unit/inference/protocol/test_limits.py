@@ -33,6 +33,7 @@ def parse(body: object) -> object:
         ({"user_id": "1", "context": {"mood": "x"}}, "context.mood: unknown key 'mood'"),
         ({"user_id": "1", "context": {"age": "99999999999999999999"}}, "context.age: expected"),
         ({"user_id": "1", "context": {"age": 151}}, "context.age: 151 is outside 0..150"),
+        ({"user_id": "1", "context": {"age": "\u00b9"}}, "context.age: expected a whole number"),
         ({"user_id": "1", "context": {"age": -1}}, "context.age: -1 is outside"),
         ({"user_id": "1", "context": {"age": True}}, "context.age: expected a whole number"),
         ({"user_id": "1", "context": {"gender": 3}}, "context.gender: expected a string"),
