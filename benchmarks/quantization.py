@@ -120,6 +120,10 @@ def main() -> int:
     result["retrieval_recall100"] = metrics["test"]["recall@100"]
     result["retrieval_recall1000"] = metrics["test"].get("recall@1000")
     result["pipeline_ndcg10"] = metrics["pipeline"]["ndcg@10"]
+    for baseline in ("ease", "item_knn"):  # absent from builds older than the baselines
+        if baseline in metrics:
+            result[f"{baseline}_ndcg10"] = metrics[baseline]["ndcg@10"]
+    result["machine"] = repo.manifest(USER_TOWER, version)["quantization"].get("machine")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -130,9 +134,13 @@ def main() -> int:
             f"b1000 {_ms(entry['fp32_ms_b1000'])} -> {_ms(entry['int8_ms_b1000'])} "
             f"({entry['speedup_b1000'] or '-'}x)  shipped {entry['shipped']}"
         )
+    baselines = ", ".join(
+        f"{name} {result[f'{name}_ndcg10']:.4f}"
+        for name in ("popularity", "ease", "item_knn")
+        if f"{name}_ndcg10" in result
+    )
     print(
-        f"pipeline NDCG@10 {result['pipeline_ndcg10']:.4f} vs popularity "
-        f"{result['popularity_ndcg10']:.4f}; "
+        f"pipeline NDCG@10 {result['pipeline_ndcg10']:.4f} vs {baselines}; "
         f"retrieval Recall@100 {result['retrieval_recall100']:.4f}"
     )
     print(f"wrote {args.out}")

@@ -36,6 +36,8 @@ from contract.names import (
     USER_TOWER,
 )
 from training import __version__, metrics
+from training.baselines import ItemItem, choose_ease, fit_item_knn, interaction_matrix
+from training.errors import DataError, QualityError
 from training.evaluation import (
     CANDIDATES,
     EvalSet,
@@ -68,16 +70,28 @@ from training.networks import (
     user_tower_signature,
 )
 from training.onnx_export import check_parity, export_onnx, session
-from training.quantization import GateResult, agreement, int8_gate, quantize_int8, time_session
+from training.quantization import (
+    GateResult,
+    agreement,
+    int8_gate,
+    machine,
+    quantize_int8,
+    time_session,
+)
 from training.ranking import RankingConfig, fit_combiner, labelled_pairs, train_ranker
 from training.readers import read_dataset
 from training.repository import ModelRepository
 from training.retrieval import ItemIndex, RetrievalConfig, RetrievalModel, train_retrieval
-from training.split import Split, time_ordered_split
+from training.split import Split, shortfalls, time_ordered_split
 from training.synthetic import SyntheticConfig, generate
 from training.tables import Dataset
 
 log = logging.getLogger("cascade.training")
+
+
+#: The baselines the evaluation reports and a build may be required to beat.
+Baseline = Literal["popularity", "ease", "item_knn"]
+BASELINES: tuple[Baseline, ...] = ("popularity", "ease", "item_knn")
 
 
 class BuildConfig(BaseModel):
@@ -100,6 +114,9 @@ class BuildConfig(BaseModel):
     retrieval_epochs: int = Field(20, ge=1)
     ranking_epochs: int = Field(3, ge=1)
     keep_versions: int = Field(3, ge=1)
+    require_beats: tuple[Baseline, ...] = Field(
+        (), description="Baselines the pipeline must beat on test NDCG@10, or nothing ships."
+    )
     progress: bool = True
 
 
@@ -131,6 +148,10 @@ class Trained:
     rankers: dict[str, nn.Module]
     combiner: nn.Module
     valid: _Candidates  # retrieval's candidates for the validation users
+    #: The feature tables served: built from every interaction given, so each user's
+    #: history, seen-set and taste are as fresh as the data (``features`` stops where the
+    #: training split does, which evaluation needs and serving must not).
+    serving_features: FeatureTables
 
 
 @dataclass(frozen=True)
@@ -204,6 +225,9 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
         len(split.valid),
         len(split.test),
     )
+    missing = shortfalls(split)
+    if missing:
+        raise DataError(f"too little data to build from {dataset.name}: " + "; ".join(missing))
     features = build_features(dataset, split.train)
     stage = _stage("retrieval: two-tower, in-batch softmax with log-Q correction")
     retrieval = train_retrieval(
@@ -244,11 +268,25 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
         ", ".join(f"{n}={w:.3f}" for n, w in zip(COMBINER_INPUTS, weights, strict=True)),
     )
     _done(stage)
-    return Trained(dataset, split, features, retrieval, index, rankers, combiner, valid)
+    serving = build_features(dataset, dataset.interactions)
+    return Trained(dataset, split, features, retrieval, index, rankers, combiner, valid, serving)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float made None: JSON has no NaN, and a metric
+    with nothing to measure (an AUC over users with no negative) is absent, not a number."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
-    """Test-split metrics: retrieval, each ranker, the combiner (the pipeline), popularity."""
+    """Test-split metrics: retrieval, each ranker, the combiner (the pipeline), and the
+    baselines (popularity, EASE, item-kNN); NaN where there was nothing to measure."""
     split, features = trained.split, trained.features
     n_users = len(trained.dataset.users)
     es = eval_set(split.test, concat(split.train, split.valid), n_users)
@@ -263,6 +301,7 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
         "users_evaluated": len(es.users),
         "candidates": depth,
         "popularity": retrieval_metrics(popularity_ranking(features, es, depth), es),
+        **baseline_metrics(trained, es, depth),
         "retrieval": retrieval_metrics(candidates, es),
         "retrieval_exact": retrieval_metrics(exact, es),
     }
@@ -277,6 +316,37 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
     report[COMBINER] = ranking_metrics(candidates, combined, es)
     report["pipeline"] = dict(report[COMBINER])
     return report
+
+
+def baseline_metrics(trained: Trained, es: EvalSet, depth: int) -> dict[str, Any]:
+    """EASE and item-kNN, fit on the models' training interactions, on the test users.
+
+    EASE's regularisation is chosen on the validation split; both rank the whole catalogue
+    minus what the user has seen, as the popularity baseline does.
+    """
+    n_users, n_items = len(trained.dataset.users), len(trained.dataset.items)
+    matrix = interaction_matrix(trained.split.train, n_users, n_items)
+    valid = trained.valid.es
+    out: dict[str, Any] = {}
+    models: list[ItemItem] = []
+    ease = choose_ease(matrix, valid.users, valid.relevant, valid.exclude)
+    if ease is not None:
+        models.append(ease)
+    models.append(ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100}))
+    for model in models:
+        ranked = model.rank(matrix, es.users, es.exclude, depth)
+        out[model.name] = {**retrieval_metrics(ranked, es), **model.detail}
+    return out
+
+
+def losses(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The baselines whose test NDCG@10 beats the pipeline's, with theirs."""
+    pipeline = float(evaluation["pipeline"]["ndcg@10"])
+    return {
+        name: float(evaluation[name]["ndcg@10"])
+        for name in BASELINES
+        if name in evaluation and float(evaluation[name]["ndcg@10"]) > pipeline
+    }
 
 
 def _overlap(a: IntArray, b: IntArray) -> float:
@@ -455,7 +525,7 @@ def write_serving_artifacts(trained: Trained, directory: Path) -> None:
     """What the retrieval stage needs beside the tower: the item index and the feature tables."""
     np.save(directory / "item_embeddings.npy", trained.retrieval.item_embeddings)
     trained.index.save(directory / ITEM_INDEX_FILE)
-    trained.features.save(directory / FEATURES_FILE)
+    trained.serving_features.save(directory / FEATURES_FILE)
     ids = {"users": trained.dataset.users.ids, "items": trained.dataset.items.ids}
     (directory / IDS_FILE).write_text(json.dumps(ids))
     users, items = trained.dataset.users, trained.dataset.items
@@ -503,6 +573,17 @@ def publish(
     stage = _stage("evaluation on the test split")
     evaluation = evaluate(trained, config)
     _done(stage)
+    pipeline = evaluation["pipeline"]["ndcg@10"]
+    lost = losses(evaluation)
+    for name, theirs in lost.items():
+        log.warning("   the pipeline loses to %s: NDCG@10 %.4f vs %.4f", name, pipeline, theirs)
+    refused = [name for name in config.require_beats if name in lost]
+    if refused:
+        raise QualityError(
+            f"nothing shipped: the pipeline's test NDCG@10 {pipeline:.4f} does not beat "
+            + ", ".join(f"{name} ({lost[name]:.4f})" for name in refused)
+            + " (--require-beats)"
+        )
     outcomes: dict[str, ModelOutcome] = {}
     with repo.begin() as txn:
         stage = _stage(
@@ -514,7 +595,8 @@ def publish(
             outcomes[candidate.spec.name] = outcome
             if candidate.spec.name == USER_TOWER:
                 write_serving_artifacts(trained, directory)
-            txn.set_manifest(candidate.spec.name, _manifest(config, dataset, evaluation, outcome))
+            manifest = _manifest(config, trained, evaluation, outcome)
+            txn.set_manifest(candidate.spec.name, finite(manifest))
         txn.commit()
         version = txn.version
         _done(stage)
@@ -530,8 +612,9 @@ def publish(
 
 
 def _manifest(
-    config: BuildConfig, dataset: Dataset, evaluation: dict[str, Any], outcome: ModelOutcome
+    config: BuildConfig, trained: Trained, evaluation: dict[str, Any], outcome: ModelOutcome
 ) -> dict[str, Any]:
+    dataset = trained.dataset
     metrics_key = "retrieval" if outcome.name == USER_TOWER else outcome.name
     return {
         "dataset": dataset.name,
@@ -539,13 +622,20 @@ def _manifest(
         "code_version": code_version(),
         "seed": config.seed,
         "config": json.loads(config.model_dump_json()),
+        "data": {
+            "interactions": len(dataset.interactions),
+            "trained_on": "train split",
+            "train_interactions": len(trained.split.train),
+            "evaluated_on": "test split (held out from training)",
+            "served_features_from": "all interactions",
+        },
         "metrics": {
             "test": evaluation[metrics_key],
             "pipeline": evaluation["pipeline"],
-            "popularity": evaluation["popularity"],
+            **{name: evaluation[name] for name in BASELINES if name in evaluation},
         },
         "parity_max_abs_error": outcome.parity_max_abs_error,
-        "quantization": asdict(outcome.gate)
+        "quantization": {**asdict(outcome.gate), "machine": machine()}
         if outcome.gate
         else {
             "shipped": "fp32",
@@ -581,7 +671,7 @@ def _write_report(
     config.report_dir.mkdir(parents=True, exist_ok=True)
     path = config.report_dir / f"evaluation-v{version}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
     latest = config.report_dir / "evaluation.json"
     shutil.copyfile(path, latest)

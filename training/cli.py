@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +36,8 @@ def _build(args: argparse.Namespace) -> int:
         retrieval_epochs=args.retrieval_epochs,
         ranking_epochs=args.ranking_epochs,
         keep_versions=args.keep_versions,
-        progress=not args.quiet and sys.stderr.isatty(),
+        require_beats=tuple(dict.fromkeys(args.require_beats or ())),
+        progress=not args.quiet,
     )
     result = run_build(config)
     print()
@@ -88,9 +88,22 @@ def register(sub: Any) -> None:
     build.add_argument("--retrieval-epochs", type=int, default=20)
     build.add_argument("--ranking-epochs", type=int, default=3)
     build.add_argument("--keep-versions", type=int, default=3)
+    build.add_argument(
+        "--require-beats",
+        action="append",
+        choices=["popularity", "ease", "item_knn"],
+        metavar="BASELINE",
+        help="ship nothing (exit 2) unless the pipeline's test NDCG@10 beats this baseline: "
+        "popularity, ease or item_knn (repeatable; it is a warning without this)",
+    )
     build.add_argument("--synthetic-users", type=int, default=2000)
     build.add_argument("--synthetic-items", type=int, default=1000)
-    build.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    build.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress (bars on a terminal, a line every few seconds otherwise)",
+    )
     build.set_defaults(run=_build)
 
     synth = sub.add_parser("synth", help="write a synthetic dataset as TSV files, streamed")

@@ -44,3 +44,7 @@ class ChecksumError(DataError):
 
 class ExportError(FactoryError):
     """ONNX export or its parity check against torch failed."""
+
+
+class QualityError(FactoryError):
+    """The models built lose to a baseline the build was told they must beat."""

@@ -212,6 +212,33 @@ _QUANTIZER_PATH = "onnxruntime/quantization"
 MIN_AGREEMENT = 0.99
 
 
+#: The CPU features onnxruntime's INT8 kernels use, best first: which one a machine has
+#: changes INT8 arithmetic (VNNI's dot products accumulate without AVX2's intermediate
+#: saturation), so the INT8 figures, and at the margin the gate's decision, are per machine.
+INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "neon")
+
+
+def machine() -> dict[str, str]:
+    """What the gate ran on: the architecture, the best INT8 instruction set, onnxruntime."""
+    import platform
+
+    import onnxruntime
+
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass  # not Linux: the architecture alone is recorded
+    best = next((f for f in INT8_INSTRUCTIONS if f in flags), "unknown")
+    return {
+        "arch": platform.machine(),
+        "int8_instructions": best,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
 def agreement(fp32: npt.NDArray[Any], int8: npt.NDArray[Any]) -> float:
     """Pearson correlation of two models' outputs on the same inputs (1.0 when identical)."""
     a = np.asarray(fp32, dtype=np.float64).ravel()

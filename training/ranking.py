@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from contract.arrays import BoolArray, FloatArray, IntArray
 from contract.features import FeatureTables
 from training.feeds import ranker_feed
 from training.networks import Combiner, ranker_signature
+from training.progress import Progress
 from training.split import POSITIVE_RATING, sample_negatives
 from training.tables import Interactions
 
@@ -84,7 +84,7 @@ def train_ranker(
     )
     names = [spec.name for spec in ranker_signature(features.layout).inputs]
     steps = max(1, len(pairs) // config.batch_size)
-    bar = tqdm(total=config.epochs * steps, desc=name, unit="step", disable=not progress)
+    bar = Progress(config.epochs * steps, name, "step", enabled=progress)
     model.train()
     for _ in range(config.epochs):
         order = rng.permutation(len(pairs))

@@ -24,11 +24,15 @@ def quality_table(result: BuildResult) -> str:
     rows = []
     for label, key in (
         ("popularity baseline", "popularity"),
+        ("EASE baseline", "ease"),
+        ("item-kNN baseline", "item_knn"),
         ("retrieval (HNSW)", "retrieval"),
         ("retrieval (exact)", "retrieval_exact"),
         *((f"{name} on candidates", name) for name in RANKERS),
         ("pipeline (combiner)", "pipeline"),
     ):
+        if key not in ev:
+            continue  # EASE is left out past its item limit
         m = ev[key]
         rows.append(
             [label]

@@ -16,12 +16,12 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from contract.arrays import FloatArray, IntArray
 from contract.features import FeatureTables
 from training.feeds import torch_runner, user_feed
 from training.networks import ItemTower, UserTower, user_tower_signature
+from training.progress import Progress
 from training.split import POSITIVE_RATING
 from training.tables import Interactions
 
@@ -76,7 +76,7 @@ def train_retrieval(
     item_dense = torch.from_numpy(features.item_dense)
     history = torch.from_numpy(features.history)
     steps = max(1, len(pos) // config.batch_size)
-    bar = tqdm(total=config.epochs * steps, desc="retrieval", unit="step", disable=not progress)
+    bar = Progress(config.epochs * steps, "retrieval", "step", enabled=progress)
     user_tower.train()
     item_tower.train()
     for _ in range(config.epochs):

@@ -60,6 +60,27 @@ def time_ordered_split(
     )
 
 
+#: The fewest of each kind a build needs: a model trains on positives, the combiner and the
+#: INT8 gate learn and judge on validation positives, the report is read on test positives.
+MIN_EVENTS = {"train positives": 1, "validation positives": 1, "test positives": 1}
+
+
+def shortfalls(split: Split, *, min_interactions: int = 3) -> list[str]:
+    """What the split lacks for a build, one phrase each (empty: enough)."""
+    counts = {
+        "train positives": len(positives(split.train)),
+        "validation positives": len(positives(split.valid)),
+        "test positives": len(positives(split.test)),
+    }
+    out = []
+    if len(split.valid) == 0 and len(split.test) == 0:
+        out.append(f"no user has the {min_interactions} events a time-ordered hold-out needs")
+    for what, least in MIN_EVENTS.items():
+        if counts[what] < least:
+            out.append(f"{counts[what]} {what} (ratings >= {POSITIVE_RATING:g}; need >= {least})")
+    return out
+
+
 def positives(interactions: Interactions, threshold: float = POSITIVE_RATING) -> Interactions:
     return interactions.take(interactions.rating >= threshold)
 

@@ -32,9 +32,9 @@ from typing import TextIO
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
 from contract.arrays import FloatArray, IntArray
+from training.progress import Progress
 from training.tables import Dataset, Interactions, Items, Users
 
 __all__ = [
@@ -719,11 +719,8 @@ def write_files(config: SyntheticConfig, out_dir: Path, progress: bool = True) -
         with (
             open(tmps["interactions"], "w", encoding="utf-8", newline="\n") as ev_out,
             open(tmps["users"], "w", encoding="utf-8", newline="\n") as us_out,
-            tqdm(
-                total=-(-config.n_users // config.chunk_users),
-                desc="synthetic",
-                unit="chunk",
-                disable=not progress,
+            Progress(
+                -(-config.n_users // config.chunk_users), "synthetic", "chunk", enabled=progress
             ) as bar,
         ):
             ev_out.write(INTERACTIONS_HEADER + "\n")

@@ -18,9 +18,10 @@ import pytest
 from contract.model_config import parse_config
 from contract.names import COMBINER, RANKERS, USER_TOWER
 from tests.integration.conftest import SmallConfig
-from training.build import BuildConfig, BuildResult, run_build
+from training.build import BuildConfig, BuildResult, Trained, run_build
 from training.model_config import check_config_matches_onnx
 from training.onnx_export import session
+from training.quantization import INT8_INSTRUCTIONS
 from training.repository import ModelRepository
 
 MODELS = (USER_TOWER, *RANKERS, COMBINER)
@@ -71,6 +72,7 @@ def test_manifest_is_the_registry_record(built: tuple[BuildConfig, BuildResult])
             gate = manifest["quantization"]
             assert gate["passed"] == (shipped == "int8")
             assert gate["tolerance"] == config.int8_tolerance
+            assert gate["machine"]["int8_instructions"] in (*INT8_INSTRUCTIONS, "unknown")
     tower = repo.version_dir(USER_TOWER, result.version)
     for artifact in ("item_index.faiss", "item_embeddings.npy", "features.npz", "ids.json"):
         assert (tower / artifact).is_file()
@@ -195,3 +197,32 @@ def test_cli_reports_bad_data_with_file_line_and_field(
     if field:
         assert f"field {field!r}" in done.stderr
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_served_features_hold_every_event_given_and_the_report_the_baselines(
+    trained: tuple[BuildConfig, Trained], built: tuple[BuildConfig, BuildResult]
+) -> None:
+    """Evaluation reads features cut at the training split; serving gets every event, so a
+    user's newest positives (in the test period) are in the history the towers are served."""
+    from contract.features import load_features
+    from training.features import recent_history
+    from training.split import positives
+
+    config, result = built
+    tables = trained[1]
+    served = load_features(
+        ModelRepository(config.out).version_dir(USER_TOWER, result.version) / "features.npz"
+    )
+    everything = tables.dataset.interactions
+    assert np.array_equal(served.history, recent_history(everything, len(tables.dataset.users)))
+    newest = positives(tables.split.test)
+    assert len(newest) > 0
+    user, item = int(newest.user[-1]), int(newest.item[-1])
+    assert item + 1 in served.history[user]
+    assert item + 1 not in tables.features.history[user]  # what evaluation saw stops earlier
+    manifest = ModelRepository(config.out).manifest(USER_TOWER, result.version)
+    assert manifest["data"]["served_features_from"] == "all interactions"
+    report = json.loads(result.report_path.read_text())["evaluation"]
+    for baseline in ("ease", "item_knn"):
+        assert 0.0 < report[baseline]["ndcg@10"] <= 1.0
+    assert report["ease"]["lambda"] > 0

@@ -64,3 +64,25 @@ def test_sampled_negatives_are_unseen(interactions: Interactions) -> None:
     # Only a user who has seen the whole catalogue can get a seen item.
     assert all(len(seen[u]) == 200 for u in clashes)
     assert len(np.unique(items)) > 150  # uniform over the catalogue, not stuck on a few items
+
+
+def test_shortfalls_name_what_a_build_lacks() -> None:
+    from training.split import shortfalls
+
+    few = Interactions(
+        user=np.array([0, 0, 1], dtype=np.int64),
+        item=np.array([0, 1, 2], dtype=np.int64),
+        rating=np.array([5.0, 3.0, 5.0], dtype=np.float32),
+        timestamp=np.array([1, 2, 3], dtype=np.int64),
+    )
+    problems = shortfalls(time_ordered_split(few))
+    assert problems[0] == "no user has the 3 events a time-ordered hold-out needs"
+    assert any(p.startswith("0 validation positives") for p in problems)
+    assert any(p.startswith("0 test positives") for p in problems)
+    enough = Interactions(
+        user=np.zeros(10, dtype=np.int64),
+        item=np.arange(10, dtype=np.int64),
+        rating=np.full(10, 5.0, dtype=np.float32),
+        timestamp=np.arange(10, dtype=np.int64),
+    )
+    assert shortfalls(time_ordered_split(enough)) == []
