@@ -123,7 +123,7 @@ def main() -> int:
     for baseline in ("ease", "item_knn"):  # absent from builds older than the baselines
         if baseline in metrics:
             result[f"{baseline}_ndcg10"] = metrics[baseline]["ndcg@10"]
-    result["machine"] = repo.manifest(USER_TOWER, version)["quantization"].get("machine")
+    result["gate_machine"] = repo.manifest(USER_TOWER, version)["quantization"].get("machine")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

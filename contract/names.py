@@ -1,5 +1,6 @@
 """The names both sides of the repository spell: the models the build writes and the graph
-calls, and the artifact files the build writes beside the user tower's ``model.onnx``."""
+calls, and the artifact files the build writes beside the user tower's ``model.onnx`` (and one
+beside the combiner's)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,6 @@ IDS_FILE: Final = "ids.json"
 CATALOG_FILE: Final = "catalog.json"
 #: Each user's seen items, CSR (optional for older builds).
 SEEN_FILE: Final = "seen.npz"
+#: The item-item weights whose scores are the combiner's fourth input, CSR (``scipy.sparse``),
+#: beside the combiner's ``model.onnx``; a combiner version without it blends three scores.
+ITEM_ITEM_FILE: Final = "item_item.npz"

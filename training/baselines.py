@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -50,6 +51,30 @@ class ItemItem:
     weights: FloatArray | sparse.csr_matrix  # (items, items)
     detail: dict[str, float]
 
+    def candidate_scores(
+        self, matrix: sparse.csr_matrix, users: IntArray, items: IntArray
+    ) -> FloatArray:
+        """(users, depth) scores of each user's candidate items (NaN where ``items`` is -1)."""
+        out = np.full(items.shape, np.nan, dtype=np.float32)
+        for start in range(0, len(users), 1024):
+            block = self.scores(matrix, users[start : start + 1024])
+            rows = items[start : start + 1024]
+            picked = np.take_along_axis(block, np.maximum(rows, 0), axis=1)
+            out[start : start + 1024] = np.where(rows >= 0, picked, np.nan)
+        return out
+
+    def refit(self, matrix: sparse.csr_matrix) -> ItemItem:
+        """The same model, with the same settings, fit on ``matrix`` (all the data)."""
+        if self.name == "ease":
+            gram = (matrix.T @ matrix).toarray().astype(np.float32)
+            return ItemItem("ease", fit_ease(gram, self.detail["lambda"]), dict(self.detail))
+        neighbours = int(self.detail.get("neighbours", 100))
+        return ItemItem(self.name, fit_item_knn(matrix, neighbours), dict(self.detail))
+
+    def save(self, path: Path) -> None:
+        """The weights as CSR (``scipy.sparse.save_npz``), the form serving reads."""
+        sparse.save_npz(path, sparse.csr_matrix(self.weights, dtype=np.float32))
+
     def scores(self, matrix: sparse.csr_matrix, users: IntArray) -> FloatArray:
         out = matrix[users] @ self.weights
         dense = out.toarray() if sparse.issparse(out) else np.asarray(out)
@@ -67,6 +92,20 @@ class ItemItem:
                 scores[row, seen] = np.nan
             ranked[start : start + len(rows)] = _top(scores, ranked.shape[1])
         return ranked
+
+
+def fit_item_item(
+    matrix: sparse.csr_matrix,
+    valid_users: IntArray,
+    valid_relevant: Sequence[IntArray],
+    valid_exclude: Sequence[IntArray],
+) -> ItemItem:
+    """The pipeline's item-item source: EASE (lambda chosen on validation), or item-kNN for
+    a catalogue past EASE's limit."""
+    ease = choose_ease(matrix, valid_users, valid_relevant, valid_exclude)
+    if ease is not None:
+        return ease
+    return ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100})
 
 
 def fit_ease(gram: FloatArray, lam: float) -> FloatArray:

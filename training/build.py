@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import sparse
 from torch import nn
 
 from contract.arrays import FloatArray, IntArray
@@ -29,6 +30,7 @@ from contract.names import (
     FEATURES_FILE,
     IDS_FILE,
     ITEM_INDEX_FILE,
+    ITEM_ITEM_FILE,
     RANKER_DCN,
     RANKER_MLP,
     RANKERS,
@@ -36,7 +38,7 @@ from contract.names import (
     USER_TOWER,
 )
 from training import __version__, metrics
-from training.baselines import ItemItem, choose_ease, fit_item_knn, interaction_matrix
+from training.baselines import ItemItem, fit_item_item, fit_item_knn, interaction_matrix
 from training.errors import DataError, QualityError
 from training.evaluation import (
     CANDIDATES,
@@ -152,6 +154,10 @@ class Trained:
     #: history, seen-set and taste are as fresh as the data (``features`` stops where the
     #: training split does, which evaluation needs and serving must not).
     serving_features: FeatureTables
+    #: The item-item source (EASE, else item-kNN) fit on the training split, and that split's
+    #: users x items matrix its scores are read from.
+    item_item: ItemItem
+    train_matrix: sparse.csr_matrix
 
 
 @dataclass(frozen=True)
@@ -173,14 +179,20 @@ def retrieve(
 
 
 def stage_scores(
-    rankers: dict[str, Runner], features: FeatureTables, candidates: _Candidates
+    rankers: dict[str, Runner],
+    features: FeatureTables,
+    candidates: _Candidates,
+    item_item: FloatArray,
 ) -> FloatArray:
-    """(users, depth, 3): each ranker's logit and the retrieval score, the combiner's inputs."""
+    """(users, depth, 4): each ranker's logit, the retrieval score and the item-item score,
+    the combiner's inputs (:data:`~training.networks.COMBINER_INPUTS`)."""
     columns = [
         score_candidates(rankers[name], features, candidates.es.users, candidates.items)
         for name in RANKERS
     ]
-    stacked: FloatArray = np.stack([*columns, candidates.scores], axis=-1).astype(np.float32)
+    stacked: FloatArray = np.stack([*columns, candidates.scores, item_item], axis=-1).astype(
+        np.float32
+    )
     return stacked
 
 
@@ -254,11 +266,16 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
             name, model, pairs, features, seed=config.seed, config=ranking, progress=config.progress
         )
         _done(stage)
-    stage = _stage("combiner: logistic blend of the stage scores, fit on the validation split")
     depth = min(config.candidates, n_items)
     valid = retrieve(retrieval, index, features, eval_set(split.valid, split.train, n_users), depth)
+    stage = _stage("item-item: EASE on the training split, lambda chosen on validation")
+    matrix = interaction_matrix(split.train, n_users, n_items)
+    item_item = fit_item_item(matrix, valid.es.users, valid.es.relevant, valid.es.exclude)
+    _done(stage)
+    stage = _stage("combiner: logistic blend of the stage scores, fit on the validation split")
     runners = {n: torch_runner(m, ranker_signature(features.layout)) for n, m in rankers.items()}
-    stacked = stage_scores(runners, features, valid)
+    valid_item_item = item_item.candidate_scores(matrix, valid.es.users, valid.items)
+    stacked = stage_scores(runners, features, valid, valid_item_item)
     rows = ~np.isnan(stacked).any(axis=-1)
     labels = metrics.hits(valid.items, valid.es.relevant)
     combiner = fit_combiner(stacked[rows], labels[rows], seed=config.seed)
@@ -269,7 +286,19 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
     )
     _done(stage)
     serving = build_features(dataset, dataset.interactions)
-    return Trained(dataset, split, features, retrieval, index, rankers, combiner, valid, serving)
+    return Trained(
+        dataset,
+        split,
+        features,
+        retrieval,
+        index,
+        rankers,
+        combiner,
+        valid,
+        serving,
+        item_item,
+        matrix,
+    )
 
 
 def finite(value: Any) -> Any:
@@ -309,7 +338,8 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
     runners = {
         n: torch_runner(m, ranker_signature(features.layout)) for n, m in trained.rankers.items()
     }
-    stacked = stage_scores(runners, features, found)
+    test_item_item = trained.item_item.candidate_scores(trained.train_matrix, es.users, candidates)
+    stacked = stage_scores(runners, features, found, test_item_item)
     for column, name in enumerate(RANKERS):
         report[name] = ranking_metrics(candidates, stacked[..., column], es)
     combined = blend(torch_runner(trained.combiner, COMBINER_SIGNATURE), stacked)
@@ -324,15 +354,11 @@ def baseline_metrics(trained: Trained, es: EvalSet, depth: int) -> dict[str, Any
     EASE's regularisation is chosen on the validation split; both rank the whole catalogue
     minus what the user has seen, as the popularity baseline does.
     """
-    n_users, n_items = len(trained.dataset.users), len(trained.dataset.items)
-    matrix = interaction_matrix(trained.split.train, n_users, n_items)
-    valid = trained.valid.es
+    matrix = trained.train_matrix
     out: dict[str, Any] = {}
-    models: list[ItemItem] = []
-    ease = choose_ease(matrix, valid.users, valid.relevant, valid.exclude)
-    if ease is not None:
-        models.append(ease)
-    models.append(ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100}))
+    models = [trained.item_item]  # the pipeline's own source: EASE, or item-kNN past its limit
+    if trained.item_item.name != "item_knn":
+        models.append(ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100}))
     for model in models:
         ranked = model.rank(matrix, es.users, es.exclude, depth)
         out[model.name] = {**retrieval_metrics(ranked, es), **model.detail}
@@ -456,7 +482,7 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
             trained.combiner,
             lambda: iter(()),
             parity(speed["combiner"]),
-            None,  # four parameters: nothing for INT8 to speed up, so it is not quantized
+            None,  # five parameters: nothing for INT8 to speed up, so it is not quantized
             speed["combiner"],
         )
     )
@@ -547,6 +573,14 @@ def write_serving_artifacts(trained: Trained, directory: Path) -> None:
     np.savez_compressed(directory / SEEN_FILE, indptr=indptr, indices=pairs[:, 1].astype(np.int64))
 
 
+def write_item_item(trained: Trained, directory: Path) -> None:
+    """The combiner's item-item weights, refit with the chosen settings on every interaction
+    given, as the served features are: a user's newest items count in their scores."""
+    dataset = trained.dataset
+    everything = interaction_matrix(dataset.interactions, len(dataset.users), len(dataset.items))
+    trained.item_item.refit(everything).save(directory / ITEM_ITEM_FILE)
+
+
 def run_build(config: BuildConfig) -> BuildResult:
     """The whole build. The repository is opened first, so a bad ``--out`` fails in seconds."""
     started = time.perf_counter()
@@ -595,6 +629,8 @@ def publish(
             outcomes[candidate.spec.name] = outcome
             if candidate.spec.name == USER_TOWER:
                 write_serving_artifacts(trained, directory)
+            if candidate.spec.name == COMBINER:
+                write_item_item(trained, directory)
             manifest = _manifest(config, trained, evaluation, outcome)
             txn.set_manifest(candidate.spec.name, finite(manifest))
         txn.commit()
@@ -639,7 +675,7 @@ def _manifest(
         if outcome.gate
         else {
             "shipped": "fp32",
-            "reason": "not quantized: a four-parameter blend has nothing for INT8 to speed up",
+            "reason": "not quantized: a five-parameter blend has nothing for INT8 to speed up",
         },
         "speed_ms": outcome.speed_ms,
     }

@@ -56,8 +56,9 @@ def ranker_signature(layout: FeatureLayout) -> Signature:
     )
 
 
-#: The combiner blends, per candidate: ranker_dcn logit, ranker_mlp logit, retrieval score.
-COMBINER_INPUTS = ("ranker_dcn", "ranker_mlp", "retrieval")
+#: The combiner blends, per candidate: ranker_dcn logit, ranker_mlp logit, retrieval score,
+#: and the item-item score (EASE over the user's items; :mod:`training.baselines`).
+COMBINER_INPUTS = ("ranker_dcn", "ranker_mlp", "retrieval", "item_item")
 COMBINER_SIGNATURE = Signature(
     inputs=(TensorSpec("scores", "FP32", (len(COMBINER_INPUTS),)),),
     outputs=(TensorSpec("score", "FP32", (1,)),),

@@ -22,6 +22,7 @@ from contract.names import COMBINER, ITEM_INDEX_FILE, RANKERS, USER_TOWER
 from inference.errors import InferenceError
 from inference.graph.catalog import Catalog
 from inference.graph.features import UserFeatures
+from inference.graph.item_item import ItemItemScores
 from inference.runtime import ModelRuntime, Tensors
 
 #: How far back the ranking cost estimate looks.
@@ -173,7 +174,9 @@ class Ranker:
 
     Candidates are item indices into the catalog of the user tower version that retrieved
     them, so ``catalogs`` (user tower version -> catalog) supplies each version group's item
-    features; without it every group reads ``catalog``.
+    features; without it every group reads ``catalog``. ``item_item`` (combiner version ->
+    weights, or None) adds the item-item score as the combiner's fourth input when that
+    combiner version has weights.
     """
 
     def __init__(
@@ -186,8 +189,10 @@ class Ranker:
         on_model_error: Callable[[str, InferenceError], None] | None = None,
         min_ranked: int = 100,
         catalogs: Callable[[int], Catalog] | None = None,
+        item_item: Callable[[int], ItemItemScores | None] | None = None,
     ) -> None:
         self.runtime = runtime
+        self._item_item = item_item
         self.catalog = catalog
         self._catalogs = catalogs
         self.versions = versions
@@ -221,6 +226,13 @@ class Ranker:
         if self._catalogs is None or version is None:
             return self.catalog
         return self._catalogs(version)
+
+    def item_item_for(self, versions: Mapping[str, int]) -> ItemItemScores | None:
+        """The item-item weights of the combiner version in ``versions`` (None: three inputs)."""
+        version = versions.get(COMBINER)
+        if self._item_item is None or version is None:
+            return None
+        return self._item_item(version)
 
     def _infer(
         self, model: str, feed: Tensors, timeout_s: float | None, versions: Mapping[str, int]
@@ -282,7 +294,15 @@ class Ranker:
             survivor = next(iter(logits))
             scores, fallbacks = logits[survivor], [f"combiner:{survivor}"]
         else:
-            stacked = np.stack([logits[RANKERS[0]], logits[RANKERS[1]], retrieval], axis=1)
+            columns = [logits[RANKERS[0]], logits[RANKERS[1]], retrieval]
+            weights = self.item_item_for(versions)
+            if weights is not None:
+                columns.append(
+                    np.concatenate(
+                        [weights.scores(job.user.seen, job.candidates.items) for job in jobs]
+                    )
+                )
+            stacked = np.stack(columns, axis=1)
             left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
             try:
                 scores = self._infer(COMBINER, {"scores": stacked}, left, versions)

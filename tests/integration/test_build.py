@@ -222,6 +222,18 @@ def test_served_features_hold_every_event_given_and_the_report_the_baselines(
     assert item + 1 not in tables.features.history[user]  # what evaluation saw stops earlier
     manifest = ModelRepository(config.out).manifest(USER_TOWER, result.version)
     assert manifest["data"]["served_features_from"] == "all interactions"
+    # The combiner's item-item weights, refit on every event, score as training's would.
+    from inference.graph.item_item import ItemItemScores
+    from training.baselines import interaction_matrix
+
+    combiner_dir = ModelRepository(config.out).version_dir(COMBINER, result.version)
+    weights = ItemItemScores.load(combiner_dir)
+    assert weights is not None
+    n_users, n_items = len(tables.dataset.users), len(tables.dataset.items)
+    matrix = interaction_matrix(everything, n_users, n_items)
+    expected = tables.item_item.refit(matrix).scores(matrix, np.array([user]))[0]
+    seen = matrix[user].indices.astype(np.int64)
+    np.testing.assert_allclose(weights.scores(seen, np.arange(n_items)), expected, rtol=1e-4)
     report = json.loads(result.report_path.read_text())["evaluation"]
     for baseline in ("ease", "item_knn"):
         assert 0.0 < report[baseline]["ndcg@10"] <= 1.0

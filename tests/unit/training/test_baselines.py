@@ -3,6 +3,8 @@ of lambda on validation, and beating popularity where co-occurrence is the signa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import sparse
 
@@ -90,3 +92,30 @@ def test_lambda_is_the_one_that_ranks_validation_best() -> None:
     assert len(set(np.round(list(scores.values()), 6))) > 1  # the choice matters here
     assert chosen.detail["lambda"] == max(scores, key=lambda lam: scores[lam])
     assert abs(chosen.detail["valid_ndcg@10"] - max(scores.values())) < 1e-9
+
+
+def test_candidate_scores_refit_and_the_served_form_agree(tmp_path: Path) -> None:
+    from inference.graph.item_item import ItemItemScores
+
+    rng = np.random.default_rng(3)
+    drawn = zip(rng.integers(0, 50, 400), rng.integers(0, 20, 400), strict=True)
+    pairs = [(int(u), int(i)) for u, i in drawn]
+    matrix = interaction_matrix(_events(pairs), 50, 20)
+    model = ItemItem("ease", fit_ease((matrix.T @ matrix).toarray(), 10.0), {"lambda": 10.0})
+    users = np.array([3, 7])
+    items = np.array([[0, 5, -1], [19, 2, 4]])
+    got = model.candidate_scores(matrix, users, items)
+    full = model.scores(matrix, users)
+    assert np.isnan(got[0, 2])
+    np.testing.assert_allclose(got[1], full[1, [19, 2, 4]], rtol=1e-6)
+    more = interaction_matrix(_events([*pairs, (3, 11)]), 50, 20)
+    refit = model.refit(more)
+    assert refit.detail["lambda"] == 10.0
+    assert not np.allclose(np.asarray(refit.weights), np.asarray(model.weights))
+    refit.save(tmp_path / "item_item.npz")
+    served = ItemItemScores.load(tmp_path)
+    assert served is not None
+    seen = more[3].indices.astype(np.int64)
+    np.testing.assert_allclose(
+        served.scores(seen, np.arange(20)), refit.scores(more, np.array([3]))[0], rtol=1e-5
+    )

@@ -67,10 +67,10 @@ def mlp_logit(item_ids: npt.NDArray[np.generic]) -> FloatArray:
 
 
 def combine(scores: npt.NDArray[np.generic]) -> FloatArray:
-    """The fake combiner: a fixed weighting of (dcn, mlp, retrieval) columns."""
+    """The fake combiner: a fixed weighting of (dcn, mlp, retrieval[, item-item]) columns."""
     s: FloatArray = np.asarray(scores, dtype=np.float32)
-    weights: FloatArray = np.array([0.5, 0.25, 100.0], dtype=np.float32)
-    return (s @ weights).reshape(-1, 1)
+    weights: FloatArray = np.array([0.5, 0.25, 100.0, 1.0], dtype=np.float32)
+    return (s @ weights[: s.shape[1]]).reshape(-1, 1)
 
 
 class FakeRuntime:
@@ -536,3 +536,60 @@ def test_under_a_tight_budget_only_the_head_is_ranked(
     for model in RANKERS:
         [call] = runtime.calls_of(model)
         assert call.shapes["item_id"] == (2, 1)
+
+
+def test_a_combiner_version_with_item_item_weights_gets_a_fourth_score(
+    catalog: Catalog, pool: ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    """The fourth column is, per candidate, the sum of the weights from the user's items."""
+    from scipy import sparse
+
+    from contract.names import ITEM_ITEM_FILE
+    from inference.graph.item_item import ItemItemCache, ItemItemScores
+
+    n = len(catalog.item_ids)
+    weights = np.arange(n * n, dtype=np.float32).reshape(n, n) / 100.0
+    with_weights = tmp_path / "combiner" / "2"
+    with_weights.mkdir(parents=True)
+    sparse.save_npz(with_weights / ITEM_ITEM_FILE, sparse.csr_matrix(weights))
+    (tmp_path / "combiner" / "1").mkdir()  # built before item-item weights: three inputs
+    cache = ItemItemCache(lambda version: tmp_path / "combiner" / str(version))
+    assert cache.get(1) is None
+    assert isinstance(cache.get(2), ItemItemScores)
+    runtime = FakeRuntime()
+    ranker = Ranker(runtime, catalog, VERSIONS, pool=pool, item_item=cache.get)
+    who = user(catalog)
+    assert len(who.seen) > 0
+    chosen = candidates(4, 2, 3)
+    ranker([RankJob(who, chosen)], timeout_s=1.0)
+    ranker([RankJob(who, chosen, versions={**VERSIONS, COMBINER: 2})], timeout_s=1.0)
+    old, new = (call.inputs["scores"] for call in runtime.calls_of(COMBINER))
+    assert old.shape == (3, 3)
+    assert new.shape == (3, 4)
+    np.testing.assert_allclose(new[:, 3], weights[who.seen].sum(axis=0)[chosen.items], rtol=1e-6)
+    np.testing.assert_array_equal(new[:, :3], old)
+
+
+def test_item_item_scores_ignore_what_the_weights_do_not_know() -> None:
+    from scipy import sparse
+
+    from inference.graph.item_item import ItemItemScores
+
+    scores = ItemItemScores(sparse.csr_matrix(np.array([[0, 1, 2], [3, 0, 4], [5, 6, 0]], "f4")))
+    np.testing.assert_array_equal(scores.scores(ints(0, 1), ints(2, 0, 7, -1)), [6, 3, 0, 0])
+    np.testing.assert_array_equal(scores.scores(ints(), ints(0, 1)), [0, 0])  # cold user
+    np.testing.assert_array_equal(scores.scores(ints(9), ints(0)), [0])  # unknown item seen
+
+
+def test_sparse_item_item_weights_score_as_dense_ones() -> None:
+    from scipy import sparse
+
+    from inference.graph.item_item import ItemItemScores
+
+    rng = np.random.default_rng(0)
+    dense = np.where(rng.random((40, 40)) < 0.1, rng.random((40, 40)), 0.0).astype(np.float32)
+    seen, items = ints(1, 5, 9), ints(0, 3, 39)
+    expected = dense[seen].sum(axis=0)[items]
+    np.testing.assert_allclose(
+        ItemItemScores(sparse.csr_matrix(dense)).scores(seen, items), expected, rtol=1e-6
+    )
