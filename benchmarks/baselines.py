@@ -37,6 +37,7 @@ from contract.repository import RepositoryReader
 from inference.graph.catalog import Catalog
 from inference.graph.components import load_components, resolve_versions
 from inference.graph.features import EmbeddedFeatureStore, UserFeatures
+from inference.graph.item_item import ItemItemScores
 from inference.graph.rerank import rerank, resolve_deny
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import Candidates, ItemSearch, RankJob, ranker_feed
@@ -266,14 +267,21 @@ class NaiveRanking:
 
 
 class NaiveCombiner:
-    """The combiner over (ranker logits..., retrieval score) per candidate."""
+    """The combiner over (ranker logits..., retrieval score[, item-item score]) per candidate."""
 
     def __init__(self, repository: Path, config: GraphConfig) -> None:
         versions = _versions(repository, config)
         self.session = _session(repository, COMBINER, versions[COMBINER])
+        directory = RepositoryReader(repository).version_dir(COMBINER, versions[COMBINER])
+        self.item_item = ItemItemScores.load(directory)
 
-    def __call__(self, logits: dict[str, FloatArray], retrieval: FloatArray) -> FloatArray:
-        stacked = np.stack([logits[RANKERS[0]], logits[RANKERS[1]], retrieval], axis=1)
+    def __call__(
+        self, logits: dict[str, FloatArray], retrieval: FloatArray, items: IntArray, seen: IntArray
+    ) -> FloatArray:
+        columns = [logits[RANKERS[0]], logits[RANKERS[1]], retrieval]
+        if self.item_item is not None:
+            columns.append(self.item_item.scores(seen, items))
+        stacked = np.stack(columns, axis=1)
         (score,) = self.session.run(None, {"scores": stacked.astype(np.float32)})
         return np.asarray(score, dtype=np.float32).reshape(-1)
 
@@ -331,7 +339,7 @@ class NaiveFeatures:
             user.model_id, user.dense, user.history, user.seen
         )
         logits = await self.ranking.remote(user.model_id, user.dense, user.history, items)
-        scores = await self.combiner.remote(logits, retrieval)
+        scores = await self.combiner.remote(logits, retrieval, items, user.seen)
         chosen: list[str] = await self.reranker.remote(items, scores, body.k, user.seen)
         return {"items": chosen}
 
