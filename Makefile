@@ -62,6 +62,7 @@ typecheck: $(STAMP)
 ## Benchmarks write JSON under benchmarks/results/.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quantization.py
+	$(BIN)/python benchmarks/served_quality.py
 	$(BIN)/python benchmarks/triton.py
 	$(BIN)/python benchmarks/experiments.py
 	$(BIN)/python benchmarks/graph.py

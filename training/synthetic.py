@@ -36,6 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contract.arrays import FloatArray, IntArray
 from training.progress import Progress
 from training.tables import Dataset, Interactions, Items, Users
+from training.writers import (
+    INTERACTIONS_HEADER,
+    ITEMS_HEADER,
+    USERS_HEADER,
+    write_items,
+    write_users,
+)
 
 __all__ = [
     "GENDERS",
@@ -651,11 +658,6 @@ def generate(config: SyntheticConfig) -> Dataset:
 
 # --------------------------------------------------------------------------- files
 
-INTERACTIONS_HEADER = "user_id\titem_id\trating\ttimestamp"
-ITEMS_HEADER = "item_id\ttitle\tyear\tgenres"
-USERS_HEADER = "user_id\tage\tgender\toccupation\tzip_code"
-_ITEM_WRITE_ROWS = 100_000
-
 
 def _write_interactions(out: TextIO, events: Interactions) -> None:
     if len(events) == 0:
@@ -671,37 +673,6 @@ def _write_interactions(out: TextIO, events: Interactions) -> None:
     out.write("\n")
 
 
-def _write_users(out: TextIO, users: Users) -> None:
-    if len(users) == 0:
-        return
-    rows = map(
-        "{}\t{}\t{}\t{}\t{}".format,
-        users.ids,
-        users.age.tolist(),
-        [users.gender_vocab[c] for c in users.gender.tolist()],
-        [users.occupation_vocab[c] for c in users.occupation.tolist()],
-        users.zip_code,
-    )
-    out.write("\n".join(rows))
-    out.write("\n")
-
-
-def _write_items(out: TextIO, items: Items) -> None:
-    vocab = items.genre_vocab
-    for lo in range(0, len(items), _ITEM_WRITE_ROWS):
-        hi = min(lo + _ITEM_WRITE_ROWS, len(items))
-        genres = ["|".join(vocab[g] for g in np.flatnonzero(row)) for row in items.genres[lo:hi]]
-        rows = map(
-            "{}\t{}\t{}\t{}".format,
-            items.ids[lo:hi],
-            items.title[lo:hi],
-            items.year[lo:hi].tolist(),
-            genres,
-        )
-        out.write("\n".join(rows))
-        out.write("\n")
-
-
 def write_files(config: SyntheticConfig, out_dir: Path, progress: bool = True) -> dict[str, Path]:
     """Stream the dataset to ``interactions.tsv``, ``items.tsv`` and ``users.tsv`` in ``out_dir``.
 
@@ -715,7 +686,7 @@ def write_files(config: SyntheticConfig, out_dir: Path, progress: bool = True) -
     try:
         with open(tmps["items"], "w", encoding="utf-8", newline="\n") as out:
             out.write(ITEMS_HEADER + "\n")
-            _write_items(out, generate_items(config))
+            write_items(out, generate_items(config))
         with (
             open(tmps["interactions"], "w", encoding="utf-8", newline="\n") as ev_out,
             open(tmps["users"], "w", encoding="utf-8", newline="\n") as us_out,
@@ -727,7 +698,7 @@ def write_files(config: SyntheticConfig, out_dir: Path, progress: bool = True) -
             us_out.write(USERS_HEADER + "\n")
             for users, events in iter_chunks(config):
                 _write_interactions(ev_out, events)
-                _write_users(us_out, users)
+                write_users(us_out, users)
                 bar.update(1)
         for name, path in paths.items():
             os.replace(tmps[name], path)
