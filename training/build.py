@@ -45,6 +45,7 @@ from training.evaluation import (
     EvalSet,
     concat,
     eval_set,
+    merge_sources,
     popularity_ranking,
     ranking_metrics,
     retrieval_metrics,
@@ -362,6 +363,16 @@ def baseline_metrics(trained: Trained, es: EvalSet, depth: int) -> dict[str, Any
     for model in models:
         ranked = model.rank(matrix, es.users, es.exclude, depth)
         out[model.name] = {**retrieval_metrics(ranked, es), **model.detail}
+        if model is trained.item_item:
+            # Candidates from both sources: the two-tower's, with a tenth of the slots given
+            # to the item-item source's best that the towers missed.
+            found = retrieve(trained.retrieval, trained.index, trained.features, es, depth)
+            merged = merge_sources(found.items, ranked, depth // 10)
+            out["retrieval_merged"] = {
+                **retrieval_metrics(merged, es),
+                "sources": f"two_tower, {model.name}",
+                "share": 0.1,
+            }
     return out
 
 

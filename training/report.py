@@ -28,6 +28,7 @@ def quality_table(result: BuildResult) -> str:
         ("item-kNN baseline", "item_knn"),
         ("retrieval (HNSW)", "retrieval"),
         ("retrieval (exact)", "retrieval_exact"),
+        ("retrieval + item-item (10%)", "retrieval_merged"),
         *((f"{name} on candidates", name) for name in RANKERS),
         ("pipeline (combiner)", "pipeline"),
     ):

@@ -238,3 +238,4 @@ def test_served_features_hold_every_event_given_and_the_report_the_baselines(
     for baseline in ("ease", "item_knn"):
         assert 0.0 < report[baseline]["ndcg@10"] <= 1.0
     assert report["ease"]["lambda"] > 0
+    assert 0.0 < report["retrieval_merged"]["recall@100"] <= 1.0
