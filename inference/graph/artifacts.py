@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from contract.errors import RepositoryError
 from contract.graph_config import CacheConfig
@@ -23,6 +24,8 @@ from inference.graph.catalog import Catalog
 from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
 from inference.graph.stages import ItemSearch, Retriever
 from inference.runtime import ModelRuntime
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,42 +54,48 @@ class TowerArtifacts:
         return cls(version, catalog, features, retriever)
 
 
-class TowerArtifactCache:
-    """Per-version artifacts, each loaded on first use and then shared; thread-safe.
+class VersionCache(Generic[T]):
+    """What belongs to one model version, each loaded on first use and then shared;
+    thread-safe.
 
     Loading runs under a lock so two threads asking for a new version load it once; a
-    version already loaded is answered without the lock (the request path asks often).
+    version already loaded is answered without the lock (the request path asks often). A
+    version whose files cannot be read raises ``InferenceError`` naming ``model``, the
+    version and ``what`` was being loaded.
     """
 
-    def __init__(self, load: Callable[[int], TowerArtifacts]) -> None:
+    def __init__(self, load: Callable[[int], T], *, model: str, what: str) -> None:
         self._load = load
-        self._loaded: dict[int, TowerArtifacts] = {}
+        self._model = model
+        self._what = what
+        self._loaded: dict[int, T] = {}
         self._lock = threading.Lock()
 
-    def get(self, version: int) -> TowerArtifacts:
-        """The artifacts of ``version``; InferenceError naming it if they cannot be read."""
-        found = self._loaded.get(version)
-        if found is not None:
-            return found
+    def get(self, version: int) -> T:
+        if version in self._loaded:
+            return self._loaded[version]
         with self._lock:
-            found = self._loaded.get(version)
-            if found is None:
+            if version not in self._loaded:
                 try:
-                    found = self._load(version)
+                    self._loaded[version] = self._load(version)
                 except (OSError, ValueError, RepositoryError) as exc:
                     raise InferenceError(
-                        f"version {version}: cannot load its catalog, features and item index: "
-                        f"{exc}",
-                        model=USER_TOWER,
+                        f"version {version}: cannot load {self._what}: {exc}", model=self._model
                     ) from exc
-                self._loaded[version] = found
-            return found
-
-    def catalog(self, version: int) -> Catalog:
-        """The catalog of ``version``: what the ranker reads item features from."""
-        return self.get(version).catalog
+            return self._loaded[version]
 
     @property
     def versions(self) -> list[int]:
         """The versions loaded so far, ascending."""
         return sorted(self._loaded)
+
+
+class TowerArtifactCache(VersionCache[TowerArtifacts]):
+    """Per user tower version, its :class:`TowerArtifacts`."""
+
+    def __init__(self, load: Callable[[int], TowerArtifacts]) -> None:
+        super().__init__(load, model=USER_TOWER, what="its catalog, features and item index")
+
+    def catalog(self, version: int) -> Catalog:
+        """The catalog of ``version``: what the ranker reads item features from."""
+        return self.get(version).catalog

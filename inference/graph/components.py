@@ -17,11 +17,11 @@ from contract.names import COMBINER, MODELS, USER_TOWER
 from contract.repository import RepositoryReader
 from inference import metrics
 from inference.errors import InferenceError, ModelNotFound
-from inference.graph.artifacts import TowerArtifactCache, TowerArtifacts
+from inference.graph.artifacts import TowerArtifactCache, TowerArtifacts, VersionCache
 from inference.graph.catalog import Catalog
 from inference.graph.experiments import find_experiment, read_catalog, variant_configs
 from inference.graph.features import CachedFeatureStore
-from inference.graph.item_item import ItemItemCache
+from inference.graph.item_item import ItemItemScores
 from inference.graph.recommender import RankFn, Recommender
 from inference.graph.settings import GraphSettings
 from inference.graph.stages import Ranker, RankJob, Retriever
@@ -209,7 +209,11 @@ def load_components(
             on_model_error=_count_model_error,
             min_ranked=config.min_ranked,
             catalogs=towers.catalog,
-            item_item=ItemItemCache(lambda version: repo.version_dir(COMBINER, version)).get,
+            item_item=VersionCache(
+                lambda version: ItemItemScores.load(repo.version_dir(COMBINER, version)),
+                model=COMBINER,
+                what="its item-item weights",
+            ).get,
         )
         if with_ranker
         else None

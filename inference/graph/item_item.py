@@ -9,7 +9,6 @@ before them has no file and blends three scores.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,20 +55,3 @@ class ItemItemScores:
         inside = (items >= 0) & (items < self.n_items)
         out[inside] = row[items[inside]]
         return out
-
-
-class ItemItemCache:
-    """Per combiner version, the weights (or None), each read once; thread-safe."""
-
-    def __init__(self, directory: Callable[[int], Path]) -> None:
-        self._directory = directory
-        self._loaded: dict[int, ItemItemScores | None] = {}
-        self._lock = threading.Lock()
-
-    def get(self, version: int) -> ItemItemScores | None:
-        if version in self._loaded:
-            return self._loaded[version]
-        with self._lock:
-            if version not in self._loaded:
-                self._loaded[version] = ItemItemScores.load(self._directory(version))
-            return self._loaded[version]

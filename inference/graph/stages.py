@@ -234,6 +234,23 @@ class Ranker:
             return None
         return self._item_item(version)
 
+    def _combiner_inputs(
+        self,
+        jobs: Sequence[RankJob],
+        logits: Mapping[str, FloatArray],
+        retrieval: FloatArray,
+        versions: Mapping[str, int],
+    ) -> FloatArray:
+        """(candidates, 3 or 4): the rankers' logits, the retrieval score and, when the combiner
+        version has weights, the item-item score; weights that cannot be read raise
+        ``InferenceError``, so the combiner's fallback applies."""
+        columns = [logits[RANKERS[0]], logits[RANKERS[1]], retrieval]
+        weights = self.item_item_for(versions)
+        if weights is not None:
+            seen_scores = [weights.scores(job.user.seen, job.candidates.items) for job in jobs]
+            columns.append(np.concatenate(seen_scores))
+        return np.stack(columns, axis=1)
+
     def _infer(
         self, model: str, feed: Tensors, timeout_s: float | None, versions: Mapping[str, int]
     ) -> FloatArray:
@@ -294,17 +311,9 @@ class Ranker:
             survivor = next(iter(logits))
             scores, fallbacks = logits[survivor], [f"combiner:{survivor}"]
         else:
-            columns = [logits[RANKERS[0]], logits[RANKERS[1]], retrieval]
-            weights = self.item_item_for(versions)
-            if weights is not None:
-                columns.append(
-                    np.concatenate(
-                        [weights.scores(job.user.seen, job.candidates.items) for job in jobs]
-                    )
-                )
-            stacked = np.stack(columns, axis=1)
             left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
             try:
+                stacked = self._combiner_inputs(jobs, logits, retrieval, versions)
                 scores = self._infer(COMBINER, {"scores": stacked}, left, versions)
             except InferenceError as exc:
                 if self._on_model_error is not None:

@@ -545,7 +545,8 @@ def test_a_combiner_version_with_item_item_weights_gets_a_fourth_score(
     from scipy import sparse
 
     from contract.names import ITEM_ITEM_FILE
-    from inference.graph.item_item import ItemItemCache, ItemItemScores
+    from inference.graph.artifacts import VersionCache
+    from inference.graph.item_item import ItemItemScores
 
     n = len(catalog.item_ids)
     weights = np.arange(n * n, dtype=np.float32).reshape(n, n) / 100.0
@@ -553,7 +554,14 @@ def test_a_combiner_version_with_item_item_weights_gets_a_fourth_score(
     with_weights.mkdir(parents=True)
     sparse.save_npz(with_weights / ITEM_ITEM_FILE, sparse.csr_matrix(weights))
     (tmp_path / "combiner" / "1").mkdir()  # built before item-item weights: three inputs
-    cache = ItemItemCache(lambda version: tmp_path / "combiner" / str(version))
+    broken = tmp_path / "combiner" / "3"
+    broken.mkdir()
+    (broken / ITEM_ITEM_FILE).write_bytes(b"not a matrix")
+    cache = VersionCache(
+        lambda version: ItemItemScores.load(tmp_path / "combiner" / str(version)),
+        model=COMBINER,
+        what="its item-item weights",
+    )
     assert cache.get(1) is None
     assert isinstance(cache.get(2), ItemItemScores)
     runtime = FakeRuntime()
@@ -568,6 +576,20 @@ def test_a_combiner_version_with_item_item_weights_gets_a_fourth_score(
     assert new.shape == (3, 4)
     np.testing.assert_allclose(new[:, 3], weights[who.seen].sum(axis=0)[chosen.items], rtol=1e-6)
     np.testing.assert_array_equal(new[:, :3], old)
+    # Weights that cannot be read degrade as a failed combiner does: the DCN ranker's order.
+    errors: list[tuple[str, InferenceError]] = []
+    ranker = Ranker(
+        runtime,
+        catalog,
+        VERSIONS,
+        pool=pool,
+        item_item=cache.get,
+        on_model_error=lambda m, e: errors.append((m, e)),
+    )
+    [result] = ranker([RankJob(who, chosen, versions={**VERSIONS, COMBINER: 3})], timeout_s=1.0)
+    assert result.fallbacks == [f"combiner:{RANKERS[0]}"]
+    assert [m for m, _ in errors] == [COMBINER]
+    assert "version 3: cannot load its item-item weights" in str(errors[0][1])
 
 
 def test_item_item_scores_ignore_what_the_weights_do_not_know() -> None:
