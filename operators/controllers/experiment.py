@@ -6,45 +6,21 @@ the design into the router.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from operators.controllers.base import (
-    GRAPHS,
-    EventSink,
-    OperatorSettings,
-    Reconciler,
-    identity,
-    utcnow,
-)
-from operators.controllers.graph import GraphReconciler
+from operators.controllers.base import GRAPHS, identity
+from operators.controllers.graph import GraphInputReconciler
 from operators.crds.specs import ExperimentSpec, field_errors
 from operators.crds.status import ExperimentStatus
-from operators.k8s.client import Kube
-from operators.signals import Observer
 
 #: The phase an Experiment reports for each ``spec.state``.
 PHASES = {"running": "Running", "stopped": "Stopped", "draft": "Pending"}
 
 
-class ExperimentReconciler(Reconciler):
+class ExperimentReconciler(GraphInputReconciler):
     kind = "Experiment"
-
-    def __init__(
-        self,
-        kube: Kube,
-        observer: Observer,
-        settings: OperatorSettings,
-        graphs: GraphReconciler,
-        *,
-        events: EventSink | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        super().__init__(kube, observer, settings, events=events, clock=clock)
-        self.graphs = graphs  # refreshes the graph's router when the design changes
 
     async def reconcile(self, body: dict[str, Any], *, report: bool = False) -> None:
         """Validate the design, report the analysis in status, refresh the graph's router."""

@@ -382,3 +382,21 @@ class GraphReconciler(Reconciler):
 
 def _versions_text(versions: dict[str, int]) -> str:
     return ", ".join(f"{m} v{v}" for m, v in sorted(versions.items())) or "no models"
+
+
+class GraphInputReconciler(Reconciler):
+    """A reconciler of what graphs read (Models, Experiments): a change it makes reaches the
+    graphs through the one :class:`GraphReconciler`, whose locks keep one reconcile per graph."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        observer: Observer,
+        settings: OperatorSettings,
+        graphs: GraphReconciler,
+        *,
+        events: EventSink | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__(kube, observer, settings, events=events, clock=clock)
+        self.graphs = graphs

@@ -7,44 +7,20 @@ reads nothing but itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from operators import metrics
-from operators.controllers.base import (
-    GRAPHS,
-    EventSink,
-    OperatorSettings,
-    Reconciler,
-    identity,
-    utcnow,
-)
-from operators.controllers.graph import GraphReconciler
+from operators.controllers.base import GRAPHS, identity
+from operators.controllers.graph import GraphInputReconciler
 from operators.crds.specs import InferenceGraphSpec, ModelSpec, canary_experiment, field_errors
 from operators.crds.status import CanaryStatus, Condition, ModelStatus, parse_timestamp
-from operators.k8s.client import Kube
 from operators.reconcile import canary
-from operators.signals import Observer
 
 
-class ModelReconciler(Reconciler):
+class ModelReconciler(GraphInputReconciler):
     kind = "Model"
-
-    def __init__(
-        self,
-        kube: Kube,
-        observer: Observer,
-        settings: OperatorSettings,
-        graphs: GraphReconciler,
-        *,
-        events: EventSink | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        super().__init__(kube, observer, settings, events=events, clock=clock)
-        self.graphs = graphs  # refreshes the graphs serving a Model whose version moved
 
     async def reconcile(self, body: dict[str, Any]) -> None:
         """Start, skip or judge a rollout of the spec's version; refresh the graphs using it."""
