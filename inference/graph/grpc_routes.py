@@ -8,6 +8,7 @@ its own model; every other model's call is passed through to Triton unchanged.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from tritonclient.grpc import service_pb2
@@ -49,25 +50,22 @@ class GrpcRoutes:
         return service_pb2.ServerMetadataResponse(name="cascade", version="1")
 
     async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
-        if not self.is_graph(request.name):
-            return await self._pass("ModelReady", request, grpc_context)
-        if _version_refused(grpc_context, request.name, request.version):
-            return service_pb2.ModelReadyResponse()
-        return service_pb2.ModelReadyResponse(ready=True)  # as /v2/health/ready
+        def ready() -> Any:
+            return service_pb2.ModelReadyResponse(ready=True)  # as /v2/health/ready
+
+        return await self._about("ModelReady", request, grpc_context, ready)
 
     async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
-        if not self.is_graph(request.name):
-            return await self._pass("ModelMetadata", request, grpc_context)
-        if _version_refused(grpc_context, request.name, request.version):
-            return service_pb2.ModelMetadataResponse()
-        return oip.grpc_model_metadata(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+        def metadata() -> Any:
+            return oip.grpc_model_metadata(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+
+        return await self._about("ModelMetadata", request, grpc_context, metadata)
 
     async def ModelConfig(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
-        if not self.is_graph(request.name):
-            return await self._pass("ModelConfig", request, grpc_context)
-        if _version_refused(grpc_context, request.name, request.version):
-            return service_pb2.ModelConfigResponse()
-        return oip.grpc_model_config(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+        def config() -> Any:
+            return oip.grpc_model_config(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+
+        return await self._about("ModelConfig", request, grpc_context, config)
 
     async def ModelStatistics(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
         if request.name and not self.is_graph(request.name):
@@ -110,16 +108,22 @@ class GrpcRoutes:
             request.model_name, "1", responses, request, k=max(r.k for r in requests)
         )
 
+    async def _about(
+        self, method: str, request: Any, grpc_context: Any, answer: Callable[[], Any]
+    ) -> Any:
+        """Triton's answer about another model; the graph's own ``answer`` for itself, or an
+        empty response and NOT_FOUND for a version it does not serve."""
+        if not self.is_graph(request.name):
+            return await self._pass(method, request, grpc_context)
+        problem = version_problem(request.name, request.version)
+        if problem is not None:
+            grpc_abort(grpc_context, problem)
+            return getattr(service_pb2, f"{method}Response")()
+        return answer()
+
     async def _pass(self, method: str, request: Any, grpc_context: Any) -> Any:
         """Triton's answer to ``method``, its status kept."""
         reply = await self.passthrough.grpc(method, request)
         if reply.code is not None:
             grpc_status(grpc_context, reply.code, reply.details)
         return reply.response
-
-
-def _version_refused(grpc_context: Any, name: str, version: str) -> bool:
-    problem = version_problem(name, version)
-    if problem is not None:
-        grpc_abort(grpc_context, problem)
-    return problem is not None
