@@ -34,9 +34,8 @@ from benchmarks.reliability import Serve, shell_environment  # noqa: E402
 from contract.graph_config import GraphConfig, StageBudgets  # noqa: E402
 from training import metrics  # noqa: E402
 from training.baselines import (  # noqa: E402
-    EASE_LAMBDAS,
     ItemItem,
-    choose_ease,
+    fit_item_item,
     fit_item_knn,
     interaction_matrix,
 )
@@ -120,14 +119,15 @@ def baselines(dataset: Dataset, train: Any, es: Any) -> dict[str, dict[str, floa
     inner = time_ordered_split(train, valid_fraction=0.0, test_fraction=0.1)
     inner_matrix = interaction_matrix(inner.train, n_users, n_items)
     inner_es = eval_set(inner.test, inner.train, n_users)
-    chosen = choose_ease(inner_matrix, inner_es.users, inner_es.relevant, inner_es.exclude)
-    lam = chosen.detail["lambda"] if chosen is not None else EASE_LAMBDAS[0]
-    ease = ItemItem("ease", np.zeros(0, np.float32), {"lambda": lam}).refit(matrix)
+    # The source the build would use (EASE, lambda chosen on the inner split; item-kNN past
+    # EASE's item limit), refit on the whole training part.
+    inner_source = fit_item_item(inner_matrix, inner_es.users, inner_es.relevant, inner_es.exclude)
+    ease = inner_source.refit(matrix)
     knn = ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100})
     out = {"popularity": _figures(_popularity(train, n_items, es), es)}
     for model in (knn, ease):
         out[model.name] = _figures(model.rank(matrix, es.users, es.exclude, K), es)
-    out["ease"]["lambda"] = float(lam)
+    out[ease.name].update(ease.detail)
     return out
 
 

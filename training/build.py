@@ -331,7 +331,7 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
         "users_evaluated": len(es.users),
         "candidates": depth,
         "popularity": retrieval_metrics(popularity_ranking(features, es, depth), es),
-        **baseline_metrics(trained, es, depth),
+        **baseline_metrics(trained, es, candidates),
         "retrieval": retrieval_metrics(candidates, es),
         "retrieval_exact": retrieval_metrics(exact, es),
     }
@@ -349,30 +349,27 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
     return report
 
 
-def baseline_metrics(trained: Trained, es: EvalSet, depth: int) -> dict[str, Any]:
-    """EASE and item-kNN, fit on the models' training interactions, on the test users.
+def baseline_metrics(trained: Trained, es: EvalSet, towers: IntArray) -> dict[str, Any]:
+    """EASE and item-kNN, fit on the models' training interactions, on the test users, and
+    the candidates of both sources merged with the towers' (``towers``, their candidates).
 
     EASE's regularisation is chosen on the validation split; both rank the whole catalogue
     minus what the user has seen, as the popularity baseline does.
     """
-    matrix = trained.train_matrix
-    out: dict[str, Any] = {}
-    models = [trained.item_item]  # the pipeline's own source: EASE, or item-kNN past its limit
-    if trained.item_item.name != "item_knn":
-        models.append(ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100}))
-    for model in models:
-        ranked = model.rank(matrix, es.users, es.exclude, depth)
-        out[model.name] = {**retrieval_metrics(ranked, es), **model.detail}
-        if model is trained.item_item:
-            # Candidates from both sources: the two-tower's, with a tenth of the slots given
-            # to the item-item source's best that the towers missed.
-            found = retrieve(trained.retrieval, trained.index, trained.features, es, depth)
-            merged = merge_sources(found.items, ranked, depth // 10)
-            out["retrieval_merged"] = {
-                **retrieval_metrics(merged, es),
-                "sources": f"two_tower, {model.name}",
-                "share": 0.1,
-            }
+    matrix, source, depth = trained.train_matrix, trained.item_item, towers.shape[1]
+    ranked = source.rank(matrix, es.users, es.exclude, depth)
+    out: dict[str, Any] = {source.name: {**retrieval_metrics(ranked, es), **source.detail}}
+    # The towers' candidates with a tenth of the slots given to the item-item source's best
+    # that the towers missed.
+    out["retrieval_merged"] = {
+        **retrieval_metrics(merge_sources(towers, ranked, depth // 10), es),
+        "sources": f"two_tower, {source.name}",
+        "share": 0.1,
+    }
+    if source.name != "item_knn":  # EASE is the pipeline's source: item-kNN beside it
+        knn = ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100})
+        ranked = knn.rank(matrix, es.users, es.exclude, depth)
+        out[knn.name] = {**retrieval_metrics(ranked, es), **knn.detail}
     return out
 
 
