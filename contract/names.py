@@ -27,3 +27,10 @@ SEEN_FILE: Final = "seen.npz"
 #: The item-item weights whose scores are the combiner's fourth input, CSR (``scipy.sparse``),
 #: beside the combiner's ``model.onnx``; a combiner version without it blends three scores.
 ITEM_ITEM_FILE: Final = "item_item.npz"
+#: The similar-items neighbours (each item's most similar items by asymmetric cosine of their
+#: co-occurrence, CSR ``scipy.sparse``, items x items), beside the user tower's ``model.onnx``
+#: with the item embeddings they are served with; a version without it serves similar items
+#: from the embeddings alone.
+SIMILAR_FILE: Final = "similar_items.npz"
+#: The Open Inference Protocol model of the similar-items surface (the graph's second model).
+SIMILAR_ITEMS: Final = "similar_items"

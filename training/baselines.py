@@ -24,6 +24,7 @@ from scipy import sparse
 
 from contract.arrays import FloatArray, IntArray
 from training import metrics
+from training.similar import fit_neighbours
 from training.tables import Interactions
 
 log = logging.getLogger("cascade.training")
@@ -120,24 +121,9 @@ def fit_ease(gram: FloatArray, lam: float) -> FloatArray:
 
 def fit_item_knn(matrix: sparse.csr_matrix, neighbours: int = 100) -> sparse.csr_matrix:
     """Cosine item-item similarities, each item keeping only its ``neighbours`` best (sparse,
-    so memory grows with items x neighbours, not items squared)."""
-    columns = matrix.tocsc().astype(np.float32)
-    norms = np.sqrt(np.asarray(columns.multiply(columns).sum(axis=0)).ravel())
-    normalised = columns @ sparse.diags(1.0 / np.maximum(norms, 1e-12))
-    similarity = sparse.csr_matrix(normalised.T @ normalised)
-    similarity.setdiag(0.0)
-    similarity.eliminate_zeros()
-    n = similarity.shape[0]
-    indptr, indices, data = [0], [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
-    for item in range(n):
-        start, end = similarity.indptr[item], similarity.indptr[item + 1]
-        keep = np.argsort(-similarity.data[start:end], kind="stable")[:neighbours]
-        indices.append(similarity.indices[start:end][keep])
-        data.append(similarity.data[start:end][keep])
-        indptr.append(indptr[-1] + len(keep))
-    return sparse.csr_matrix(
-        (np.concatenate(data), np.concatenate(indices), np.array(indptr)), shape=(n, n)
-    )
+    so memory grows with items x neighbours, not items squared): asymmetric cosine with
+    ``alpha`` 0.5."""
+    return fit_neighbours(matrix, 0.5, neighbours)
 
 
 def choose_ease(

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from scipy import sparse
 from torch import nn
 
 from contract.arrays import FloatArray, IntArray
+from contract.candidates import SOURCES
 from contract.features import FeatureTables
 from contract.names import (
     CATALOG_FILE,
@@ -35,17 +36,18 @@ from contract.names import (
     RANKER_MLP,
     RANKERS,
     SEEN_FILE,
+    SIMILAR_FILE,
     USER_TOWER,
 )
 from training import __version__, metrics
 from training.baselines import ItemItem, fit_item_item, fit_item_knn, interaction_matrix
+from training.candidates import Found, Sources
 from training.errors import DataError, QualityError
 from training.evaluation import (
     CANDIDATES,
     EvalSet,
     concat,
     eval_set,
-    merge_sources,
     popularity_ranking,
     ranking_metrics,
     retrieval_metrics,
@@ -85,9 +87,17 @@ from training.ranking import RankingConfig, fit_combiner, labelled_pairs, train_
 from training.readers import read_dataset
 from training.repository import ModelRepository
 from training.retrieval import ItemIndex, RetrievalConfig, RetrievalModel, train_retrieval
-from training.split import Split, shortfalls, time_ordered_split
+from training.similar import (
+    choose_alpha,
+    fit_neighbours,
+    next_item_queries,
+    popular_similar,
+    rank_similar,
+    similar_metrics,
+)
+from training.split import Split, seen_by_user, shortfalls, time_ordered_split
 from training.synthetic import SyntheticConfig, generate
-from training.tables import Dataset
+from training.tables import Dataset, Interactions
 
 log = logging.getLogger("cascade.training")
 
@@ -120,6 +130,11 @@ class BuildConfig(BaseModel):
     require_beats: tuple[Baseline, ...] = Field(
         (), description="Baselines the pipeline must beat on test NDCG@10, or nothing ships."
     )
+    refit: bool = Field(
+        True,
+        description="After evaluation, refit the models on every interaction given and ship "
+        "those (the evaluation's figures are the held-out fits').",
+    )
     progress: bool = True
 
 
@@ -143,55 +158,44 @@ class BuildResult:
 
 @dataclass
 class Trained:
+    """The build's models and what they were fit on. ``train_all`` fits them on the train
+    split (held out, for evaluation); :func:`refit` fits the same again on everything."""
+
     dataset: Dataset
     split: Split
+    #: The feature tables the models were fit with.
     features: FeatureTables
     retrieval: RetrievalModel
     index: ItemIndex
     rankers: dict[str, nn.Module]
     combiner: nn.Module
-    valid: _Candidates  # retrieval's candidates for the validation users
+    #: The validation users and their merged candidates (from the held-out models).
+    valid_es: EvalSet
+    valid: Found
     #: The feature tables served: built from every interaction given, so each user's
-    #: history, seen-set and taste are as fresh as the data (``features`` stops where the
-    #: training split does, which evaluation needs and serving must not).
+    #: history, seen-set and taste are as fresh as the data (``features`` of the held-out
+    #: fit stops where the training split does, which evaluation needs and serving must not).
     serving_features: FeatureTables
-    #: The item-item source (EASE, else item-kNN) fit on the training split, and that split's
-    #: users x items matrix its scores are read from.
+    #: The item-item model (EASE, else item-kNN) and the candidate sources over the data the
+    #: models were fit on.
     item_item: ItemItem
-    train_matrix: sparse.csr_matrix
+    sources: Sources
+    #: The similar-items neighbours' ``alpha``, chosen on the validation split.
+    similar_alpha: float
+    fit_on: str = "train split"
+
+    @property
+    def train_matrix(self) -> sparse.csr_matrix:
+        return self.sources.matrix
 
 
-@dataclass(frozen=True)
-class _Candidates:
-    """Retrieval's answer for an evaluation set: candidate items and their retrieval scores."""
-
-    es: EvalSet
-    items: IntArray  # (users, depth), -1 padded
-    scores: FloatArray  # (users, depth) inner products, NaN where padded
-
-
-def retrieve(
-    retrieval: RetrievalModel, index: ItemIndex, features: FeatureTables, es: EvalSet, depth: int
-) -> _Candidates:
-    user_emb = retrieval.user_embeddings(features, es.users)
-    items = index.search(user_emb, depth, es.exclude)
-    scores = np.einsum("nd,ncd->nc", user_emb, retrieval.item_embeddings[np.maximum(items, 0)])
-    return _Candidates(es, items, np.where(items >= 0, scores, np.nan).astype(np.float32))
-
-
-def stage_scores(
-    rankers: dict[str, Runner],
-    features: FeatureTables,
-    candidates: _Candidates,
-    item_item: FloatArray,
-) -> FloatArray:
-    """(users, depth, 4): each ranker's logit, the retrieval score and the item-item score,
+def stage_scores(rankers: dict[str, Runner], features: FeatureTables, found: Found) -> FloatArray:
+    """(users, depth, 4): each ranker's logit, the two-tower score and the item-item score,
     the combiner's inputs (:data:`~training.networks.COMBINER_INPUTS`)."""
     columns = [
-        score_candidates(rankers[name], features, candidates.es.users, candidates.items)
-        for name in RANKERS
+        score_candidates(rankers[name], features, found.users, found.items) for name in RANKERS
     ]
-    stacked: FloatArray = np.stack([*columns, candidates.scores, item_item], axis=-1).astype(
+    stacked: FloatArray = np.stack([*columns, found.scores, found.item_item], axis=-1).astype(
         np.float32
     )
     return stacked
@@ -230,7 +234,8 @@ def _done(stage: _Stage) -> None:
 
 
 def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
-    n_users, n_items = len(dataset.users), len(dataset.items)
+    """Every model fit on the train split, the combiner and the choices on validation."""
+    n_users = len(dataset.users)
     split = time_ordered_split(dataset.interactions)
     log.info(
         "split: %d train, %d validation, %d test interactions",
@@ -242,21 +247,116 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
     if missing:
         raise DataError(f"too little data to build from {dataset.name}: " + "; ".join(missing))
     features = build_features(dataset, split.train)
+    valid_es = eval_set(split.valid, split.train, n_users)
+    retrieval, index = _fit_retrieval(config, dataset, split.train, features)
+    stage = _stage("item-item: EASE on the training split, lambda chosen on validation")
+    matrix = interaction_matrix(split.train, n_users, len(dataset.items))
+    item_item = fit_item_item(matrix, valid_es.users, valid_es.relevant, valid_es.exclude)
+    _done(stage)
+    sources = Sources.build(retrieval, index, features, item_item, split.train, dataset.users)
+    rankers = _fit_rankers(config, dataset, split.train, features, sources)
+    stage = _stage("combiner: logistic blend of the stage scores, fit on the validation split")
+    depth = min(config.candidates, len(dataset.items))
+    valid = sources.gather(valid_es.users, valid_es.exclude, depth)
+    runners = {n: torch_runner(m, ranker_signature(features.layout)) for n, m in rankers.items()}
+    stacked = stage_scores(runners, features, valid)
+    rows = ~np.isnan(stacked).any(axis=-1)
+    labels = metrics.hits(valid.items, valid_es.relevant)
+    combiner = fit_combiner(stacked[rows], labels[rows], seed=config.seed)
+    weights = combiner.blend.weight.detach().numpy()[0]
+    log.info(
+        "   blend weights: %s",
+        ", ".join(f"{n}={w:.3f}" for n, w in zip(COMBINER_INPUTS, weights, strict=True)),
+    )
+    _done(stage)
+    stage = _stage("similar items: neighbours' alpha chosen on the validation split")
+    queries = next_item_queries(split.train, split.valid, n_users)
+    alpha, _ = choose_alpha(matrix, queries, retrieval.item_embeddings)
+    _done(stage)
+    return Trained(
+        dataset=dataset,
+        split=split,
+        features=features,
+        retrieval=retrieval,
+        index=index,
+        rankers=rankers,
+        combiner=combiner,
+        valid_es=valid_es,
+        valid=valid,
+        serving_features=build_features(dataset, dataset.interactions),
+        item_item=item_item,
+        sources=sources,
+        similar_alpha=alpha,
+    )
+
+
+def refit(config: BuildConfig, trained: Trained) -> Trained:
+    """The towers, the item-item model and the rankers fit again, with the same settings,
+    on every interaction given: what ships. The combiner's blend and the choices made on
+    the validation split (EASE's lambda, the neighbours' alpha) are kept."""
+    dataset = trained.dataset
+    everything, features = dataset.interactions, trained.serving_features
+    retrieval, index = _fit_retrieval(config, dataset, everything, features)
+    matrix = interaction_matrix(everything, len(dataset.users), len(dataset.items))
+    item_item = trained.item_item.refit(matrix)
+    sources = Sources.build(retrieval, index, features, item_item, everything, dataset.users)
+    rankers = _fit_rankers(config, dataset, everything, features, sources)
+    return replace(
+        trained,
+        features=features,
+        retrieval=retrieval,
+        index=index,
+        rankers=rankers,
+        item_item=item_item,
+        sources=sources,
+        fit_on="all interactions",
+    )
+
+
+def _fit_retrieval(
+    config: BuildConfig, dataset: Dataset, part: Interactions, features: FeatureTables
+) -> tuple[RetrievalModel, ItemIndex]:
     stage = _stage("retrieval: two-tower, in-batch softmax with log-Q correction")
     retrieval = train_retrieval(
-        split.train,
+        part,
         features,
-        n_users,
-        n_items,
+        len(dataset.users),
+        len(dataset.items),
         seed=config.seed,
         config=RetrievalConfig(epochs=config.retrieval_epochs),
         progress=config.progress,
     )
-    index = ItemIndex(retrieval.item_embeddings)
     _done(stage)
+    return retrieval, ItemIndex(retrieval.item_embeddings)
+
+
+def _fit_rankers(
+    config: BuildConfig,
+    dataset: Dataset,
+    part: Interactions,
+    features: FeatureTables,
+    sources: Sources,
+) -> dict[str, nn.Module]:
+    """Both rankers on ``part``'s positives, negatives half from each user's merged
+    candidates (what serving asks them to order) and half uniform."""
+    n_users, n_items = len(dataset.users), len(dataset.items)
     rng = np.random.default_rng(config.seed)
     ranking = RankingConfig(epochs=config.ranking_epochs)
-    pairs = labelled_pairs(split.train, split.train, n_items, rng, ranking.negatives_per_positive)
+    seen = seen_by_user(part, n_users)
+    depth = min(config.candidates, n_items)
+
+    def pools(users: IntArray) -> IntArray:
+        return sources.gather(users, [seen[u] for u in users], depth).items
+
+    pairs = labelled_pairs(
+        part,
+        part,
+        n_items,
+        rng,
+        ranking.negatives_per_positive,
+        pools=pools,
+        pool_share=ranking.candidate_negatives,
+    )
     rankers: dict[str, nn.Module] = {}
     for name, model in (
         (RANKER_DCN, DCNRanker(n_users, n_items, features.layout)),
@@ -267,39 +367,7 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
             name, model, pairs, features, seed=config.seed, config=ranking, progress=config.progress
         )
         _done(stage)
-    depth = min(config.candidates, n_items)
-    valid = retrieve(retrieval, index, features, eval_set(split.valid, split.train, n_users), depth)
-    stage = _stage("item-item: EASE on the training split, lambda chosen on validation")
-    matrix = interaction_matrix(split.train, n_users, n_items)
-    item_item = fit_item_item(matrix, valid.es.users, valid.es.relevant, valid.es.exclude)
-    _done(stage)
-    stage = _stage("combiner: logistic blend of the stage scores, fit on the validation split")
-    runners = {n: torch_runner(m, ranker_signature(features.layout)) for n, m in rankers.items()}
-    valid_item_item = item_item.candidate_scores(matrix, valid.es.users, valid.items)
-    stacked = stage_scores(runners, features, valid, valid_item_item)
-    rows = ~np.isnan(stacked).any(axis=-1)
-    labels = metrics.hits(valid.items, valid.es.relevant)
-    combiner = fit_combiner(stacked[rows], labels[rows], seed=config.seed)
-    weights = combiner.blend.weight.detach().numpy()[0]
-    log.info(
-        "   blend weights: %s",
-        ", ".join(f"{n}={w:.3f}" for n, w in zip(COMBINER_INPUTS, weights, strict=True)),
-    )
-    _done(stage)
-    serving = build_features(dataset, dataset.interactions)
-    return Trained(
-        dataset,
-        split,
-        features,
-        retrieval,
-        index,
-        rankers,
-        combiner,
-        valid,
-        serving,
-        item_item,
-        matrix,
-    )
+    return rankers
 
 
 def finite(value: Any) -> Any:
@@ -315,62 +383,96 @@ def finite(value: Any) -> Any:
 
 
 def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
-    """Test-split metrics: retrieval, each ranker, the combiner (the pipeline), and the
-    baselines (popularity, EASE, item-kNN); NaN where there was nothing to measure."""
+    """Test-split metrics of the held-out fit: retrieval (merged, and per source), each
+    ranker, the combiner (the pipeline), the baselines (popularity, EASE, item-kNN) and the
+    similar-items surface; NaN where there was nothing to measure."""
     split, features = trained.split, trained.features
     n_users = len(trained.dataset.users)
     es = eval_set(split.test, concat(split.train, split.valid), n_users)
     depth = min(config.candidates, len(trained.dataset.items))
-    found = retrieve(trained.retrieval, trained.index, features, es, depth)
-    candidates = found.items
+    found = trained.sources.gather(es.users, es.exclude, depth)
     user_emb = trained.retrieval.user_embeddings(features, es.users)
+    towers = trained.index.search(user_emb, depth, es.exclude)
     exact = ItemIndex(trained.retrieval.item_embeddings, exact=True).search(
         user_emb, depth, es.exclude
     )
+    segments = np.full((len(es.users), depth), -1, dtype=np.int64)
+    for row, (user, seen) in enumerate(zip(es.users, es.exclude, strict=True)):
+        ranking = trained.sources.segment_of[int(user)]
+        head = ranking[: depth + len(seen)]
+        kept = head[~np.isin(head, seen)][:depth]
+        segments[row, : len(kept)] = kept
     report: dict[str, Any] = {
         "users_evaluated": len(es.users),
         "candidates": depth,
         "popularity": retrieval_metrics(popularity_ranking(features, es, depth), es),
-        **baseline_metrics(trained, es, candidates),
-        "retrieval": retrieval_metrics(candidates, es),
+        "segment_popularity": retrieval_metrics(segments, es),
+        **baseline_metrics(trained, es),
+        "two_tower": {
+            **retrieval_metrics(towers, es),
+            "ann_recall@100_vs_exact": _overlap(towers[:, :100], exact[:, :100]),
+        },
         "retrieval_exact": retrieval_metrics(exact, es),
+        "retrieval": {
+            **retrieval_metrics(found.items, es),
+            "sources": {
+                name: {
+                    "share": float(
+                        (found.found_by(name) >= 0).sum() / max((found.items >= 0).sum(), 1)
+                    ),
+                    **retrieval_metrics(found.found_by(name), es),
+                }
+                for name in SOURCES
+            },
+        },
     }
-    report["retrieval"]["ann_recall@100_vs_exact"] = _overlap(candidates[:, :100], exact[:, :100])
     runners = {
         n: torch_runner(m, ranker_signature(features.layout)) for n, m in trained.rankers.items()
     }
-    test_item_item = trained.item_item.candidate_scores(trained.train_matrix, es.users, candidates)
-    stacked = stage_scores(runners, features, found, test_item_item)
+    stacked = stage_scores(runners, features, found)
     for column, name in enumerate(RANKERS):
-        report[name] = ranking_metrics(candidates, stacked[..., column], es)
+        report[name] = ranking_metrics(found.items, stacked[..., column], es)
     combined = blend(torch_runner(trained.combiner, COMBINER_SIGNATURE), stacked)
-    report[COMBINER] = ranking_metrics(candidates, combined, es)
+    report[COMBINER] = ranking_metrics(found.items, combined, es)
     report["pipeline"] = dict(report[COMBINER])
+    report["similar_items"] = similar_items_metrics(trained)
     return report
 
 
-def baseline_metrics(trained: Trained, es: EvalSet, towers: IntArray) -> dict[str, Any]:
-    """EASE and item-kNN, fit on the models' training interactions, on the test users, and
-    the candidates of both sources merged with the towers' (``towers``, their candidates).
-
-    EASE's regularisation is chosen on the validation split; both rank the whole catalogue
-    minus what the user has seen, as the popularity baseline does.
-    """
-    matrix, source, depth = trained.train_matrix, trained.item_item, towers.shape[1]
+def baseline_metrics(trained: Trained, es: EvalSet) -> dict[str, Any]:
+    """EASE and item-kNN, fit on the models' training interactions, ranking the whole
+    catalogue minus what each user has seen, as the popularity baseline does; EASE's
+    regularisation is chosen on the validation split."""
+    matrix, source, depth = trained.train_matrix, trained.item_item, trained.valid.items.shape[1]
     ranked = source.rank(matrix, es.users, es.exclude, depth)
     out: dict[str, Any] = {source.name: {**retrieval_metrics(ranked, es), **source.detail}}
-    # The towers' candidates with a tenth of the slots given to the item-item source's best
-    # that the towers missed.
-    out["retrieval_merged"] = {
-        **retrieval_metrics(merge_sources(towers, ranked, depth // 10), es),
-        "sources": f"two_tower, {source.name}",
-        "share": 0.1,
-    }
     if source.name != "item_knn":  # EASE is the pipeline's source: item-kNN beside it
         knn = ItemItem("item_knn", fit_item_knn(matrix), {"neighbours": 100})
         ranked = knn.rank(matrix, es.users, es.exclude, depth)
         out[knn.name] = {**retrieval_metrics(ranked, es), **knn.detail}
     return out
+
+
+def similar_items_metrics(trained: Trained) -> dict[str, Any]:
+    """The similar-items rule against item-kNN, the embeddings alone and popularity: each
+    test user's latest liked item asks for ten items, and the items they liked next are the
+    right answers (:mod:`training.similar`)."""
+    split, matrix = trained.split, trained.train_matrix
+    queries = next_item_queries(
+        concat(split.train, split.valid), split.test, len(trained.dataset.users)
+    )
+    embeddings = trained.retrieval.item_embeddings
+    neighbours = fit_neighbours(matrix, trained.similar_alpha)
+    return {
+        "queries": len(queries.items),
+        "alpha": trained.similar_alpha,
+        "cascade": similar_metrics(rank_similar(queries, neighbours, embeddings), queries),
+        "item_knn": similar_metrics(rank_similar(queries, fit_item_knn(matrix), None), queries),
+        "embeddings": similar_metrics(rank_similar(queries, None, embeddings), queries),
+        "popularity": similar_metrics(
+            popular_similar(queries, trained.features.item_popularity), queries
+        ),
+    }
 
 
 def losses(evaluation: dict[str, Any]) -> dict[str, float]:
@@ -417,7 +519,7 @@ def ship_candidates(trained: Trained, config: BuildConfig) -> list[ShipCandidate
     ranker_sig = ranker_signature(features.layout)
     threads = {"intra_op_thread_count": "1"}
 
-    valid_es = trained.valid.es
+    valid_es = trained.valid_es
     valid_candidates = trained.valid.items
     depth = valid_candidates.shape[1]
 
@@ -582,11 +684,15 @@ def write_serving_artifacts(trained: Trained, directory: Path) -> None:
 
 
 def write_item_item(trained: Trained, directory: Path) -> None:
-    """The combiner's item-item weights, refit with the chosen settings on every interaction
-    given, as the served features are: a user's newest items count in their scores."""
-    dataset = trained.dataset
-    everything = interaction_matrix(dataset.interactions, len(dataset.users), len(dataset.items))
-    trained.item_item.refit(everything).save(directory / ITEM_ITEM_FILE)
+    """The combiner's item-item weights, fit on what the shipped models were fit on (every
+    interaction given, after :func:`refit`): a user's newest items count in their scores."""
+    trained.item_item.save(directory / ITEM_ITEM_FILE)
+
+
+def write_similar(trained: Trained, directory: Path) -> None:
+    """The similar-items neighbours, beside the item embeddings they are served with."""
+    neighbours = fit_neighbours(trained.train_matrix, trained.similar_alpha)
+    sparse.save_npz(directory / SIMILAR_FILE, neighbours)
 
 
 def run_build(config: BuildConfig) -> BuildResult:
@@ -626,20 +732,26 @@ def publish(
             + ", ".join(f"{name} ({lost[name]:.4f})" for name in refused)
             + " (--require-beats)"
         )
+    shipped = trained
+    if config.refit:
+        stage = _stage(f"refit on all {len(dataset.interactions):,} interactions")
+        shipped = refit(config, trained)
+        _done(stage)
     outcomes: dict[str, ModelOutcome] = {}
     with repo.begin() as txn:
         stage = _stage(
             f"export, INT8 gate (tolerance {config.int8_tolerance:.1%}) and version {txn.version}"
         )
-        for candidate in ship_candidates(trained, config):
+        for candidate in ship_candidates(shipped, config):
             directory = txn.model_dir(candidate.spec)
             outcome = ship(candidate, directory, config.int8_tolerance)
             outcomes[candidate.spec.name] = outcome
             if candidate.spec.name == USER_TOWER:
-                write_serving_artifacts(trained, directory)
+                write_serving_artifacts(shipped, directory)
+                write_similar(shipped, directory)
             if candidate.spec.name == COMBINER:
-                write_item_item(trained, directory)
-            manifest = _manifest(config, trained, evaluation, outcome)
+                write_item_item(shipped, directory)
+            manifest = _manifest(config, shipped, evaluation, outcome)
             txn.set_manifest(candidate.spec.name, finite(manifest))
         txn.commit()
         version = txn.version
@@ -668,9 +780,14 @@ def _manifest(
         "config": json.loads(config.model_dump_json()),
         "data": {
             "interactions": len(dataset.interactions),
-            "trained_on": "train split",
+            "trained_on": trained.fit_on,
             "train_interactions": len(trained.split.train),
-            "evaluated_on": "test split (held out from training)",
+            "evaluated_on": "test split, by the same models fit on the train split only",
+            "kept_from_the_held_out_fit": [
+                "combiner blend",
+                f"{trained.item_item.name} settings",
+                "similar-items alpha",
+            ],
             "served_features_from": "all interactions",
         },
         "metrics": {

@@ -37,6 +37,7 @@ def _build(args: argparse.Namespace) -> int:
         ranking_epochs=args.ranking_epochs,
         keep_versions=args.keep_versions,
         require_beats=tuple(dict.fromkeys(args.require_beats or ())),
+        refit=not args.no_refit,
         progress=not args.quiet,
     )
     result = run_build(config)
@@ -95,6 +96,12 @@ def register(sub: Any) -> None:
         metavar="BASELINE",
         help="ship nothing (exit 2) unless the pipeline's test NDCG@10 beats this baseline: "
         "popularity, ease or item_knn (repeatable; it is a warning without this)",
+    )
+    build.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="ship the models fit on the train split, as evaluated (faster; by default they "
+        "are fit again on every interaction after evaluation)",
     )
     build.add_argument("--synthetic-users", type=int, default=2000)
     build.add_argument("--synthetic-items", type=int, default=1000)

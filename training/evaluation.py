@@ -98,18 +98,3 @@ def popularity_ranking(features: FeatureTables, es: EvalSet, k: int = CANDIDATES
         items = order[~np.isin(order, exclude)][:k]
         ranked[row, : len(items)] = items
     return ranked
-
-
-def merge_sources(primary: IntArray, secondary: IntArray, take: int) -> IntArray:
-    """Candidate lists of the same depth from two sources, merged: each row keeps
-    ``primary``'s first ``depth - take`` items, then ``secondary``'s best not already in, then
-    ``primary``'s next, until ``depth``; -1 pads as in both inputs."""
-    depth = primary.shape[1]
-    merged = np.full_like(primary, -1)
-    for row, (first, second) in enumerate(zip(primary, secondary, strict=True)):
-        head = first[first >= 0][: depth - take]
-        extra = second[(second >= 0) & ~np.isin(second, head)][:take]
-        rest = first[(first >= 0) & ~np.isin(first, np.concatenate([head, extra]))]
-        items = np.concatenate([head, extra, rest])[:depth]
-        merged[row, : len(items)] = items
-    return merged

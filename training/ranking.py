@@ -11,6 +11,7 @@ none of them was trained on, in the distribution it will score in serving.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,9 @@ class RankingConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-6
     negatives_per_positive: int = 8
+    #: The share of negatives drawn from the user's own retrieval candidates (the items
+    #: serving asks the ranker to order), the rest uniformly from unseen items.
+    candidate_negatives: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -46,24 +50,60 @@ class LabelledPairs:
         return len(self.user)
 
 
+#: A user's merged retrieval candidates for each of ``users`` (rows -1 padded).
+Pools = Callable[[IntArray], IntArray]
+
+
 def labelled_pairs(
     part: Interactions,
     seen: Interactions,
     n_items: int,
     rng: np.random.Generator,
     negatives_per_positive: int,
+    *,
+    pools: Pools | None = None,
+    pool_share: float = 0.0,
 ) -> LabelledPairs:
-    """Positive pairs, each with ``negatives_per_positive`` items its user never touched."""
+    """Positive pairs, each with ``negatives_per_positive`` items its user never touched:
+    ``pool_share`` of them from the user's retrieval candidates (``pools``), the rest
+    uniformly from the catalogue."""
     positive = part.take(part.rating >= POSITIVE_RATING)
-    neg_users = np.repeat(positive.user, negatives_per_positive)
-    neg_items = sample_negatives(neg_users, seen, n_items, rng)
+    from_pools = round(negatives_per_positive * pool_share) if pools is not None else 0
+    uniform_users = np.repeat(positive.user, negatives_per_positive - from_pools)
+    neg_users = [uniform_users]
+    neg_items = [sample_negatives(uniform_users, seen, n_items, rng)]
+    if pools is not None and from_pools > 0:
+        pool_users = np.repeat(positive.user, from_pools)
+        neg_users.append(pool_users)
+        neg_items.append(sample_from_pools(pool_users, pools, rng))
+    users, items = np.concatenate(neg_users), np.concatenate(neg_items)
+    keep = items >= 0  # a user whose pool is empty gets fewer negatives
     return LabelledPairs(
-        user=np.concatenate([positive.user, neg_users]),
-        item=np.concatenate([positive.item, neg_items]),
+        user=np.concatenate([positive.user, users[keep]]),
+        item=np.concatenate([positive.item, items[keep]]),
         label=np.concatenate(
-            [np.ones(len(positive), dtype=np.bool_), np.zeros(len(neg_users), dtype=np.bool_)]
+            [np.ones(len(positive), dtype=np.bool_), np.zeros(int(keep.sum()), dtype=np.bool_)]
         ),
     )
+
+
+def sample_from_pools(
+    users: IntArray, pools: Pools, rng: np.random.Generator, block: int = 2048
+) -> IntArray:
+    """One item per entry of ``users``, uniformly from that user's pool (-1 if it is empty);
+    pools are asked for ``block`` users at a time, so memory stays bounded."""
+    unique, inverse = np.unique(users, return_inverse=True)
+    out = np.full(len(users), -1, dtype=np.int64)
+    for start in range(0, len(unique), block):
+        rows = pools(unique[start : start + block])
+        sizes = (rows >= 0).sum(axis=1)
+        mine = np.flatnonzero((inverse >= start) & (inverse < start + block))
+        local = inverse[mine] - start
+        has = sizes[local] > 0
+        # Pools are -1 padded at the end, so a draw below the size is a real item.
+        picks = (rng.random(len(mine)) * np.maximum(sizes[local], 1)).astype(np.int64)
+        out[mine[has]] = rows[local[has], picks[has]]
+    return out
 
 
 def train_ranker(

@@ -24,11 +24,12 @@ def quality_table(result: BuildResult) -> str:
     rows = []
     for label, key in (
         ("popularity baseline", "popularity"),
+        ("segment popularity", "segment_popularity"),
         ("EASE baseline", "ease"),
         ("item-kNN baseline", "item_knn"),
-        ("retrieval (HNSW)", "retrieval"),
-        ("retrieval (exact)", "retrieval_exact"),
-        ("retrieval + item-item (10%)", "retrieval_merged"),
+        ("two-tower (HNSW)", "two_tower"),
+        ("two-tower (exact)", "retrieval_exact"),
+        ("retrieval (sources merged)", "retrieval"),
         *((f"{name} on candidates", name) for name in RANKERS),
         ("pipeline (combiner)", "pipeline"),
     ):
@@ -41,9 +42,30 @@ def quality_table(result: BuildResult) -> str:
         )
     title = (
         f"Quality on the test split of {result.dataset}: {ev['users_evaluated']} users, "
-        f"{ev['candidates']} retrieval candidates each"
+        f"{ev['candidates']} retrieval candidates each (models fit on the train split)"
     )
-    return f"{title}\n{text_table(header, rows)}"
+    return f"{title}\n{text_table(header, rows)}\n\n{similar_table(ev)}"
+
+
+def similar_table(ev: dict[str, Any]) -> str:
+    """The similar-items surface against its baselines (empty when not evaluated)."""
+    similar = ev.get("similar_items")
+    if not similar:
+        return ""
+    rows = [
+        [label, _fmt(similar[key]["ndcg@10"]), _fmt(similar[key]["hit_rate@10"])]
+        for label, key in (
+            (f"similar items (alpha {similar['alpha']:g})", "cascade"),
+            ("item-kNN baseline", "item_knn"),
+            ("embeddings alone", "embeddings"),
+            ("popularity", "popularity"),
+        )
+    ]
+    title = (
+        f"Similar items: {similar['queries']} test users' latest liked item, "
+        "the items they liked next"
+    )
+    return f"{title}\n{text_table(['rule', 'NDCG@10', 'HitRate@10'], rows)}"
 
 
 def speed_table(result: BuildResult) -> str:

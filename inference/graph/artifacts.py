@@ -22,6 +22,7 @@ from contract.names import USER_TOWER
 from inference.errors import InferenceError
 from inference.graph.catalog import Catalog
 from inference.graph.features import CachedFeatureStore, EmbeddedFeatureStore
+from inference.graph.item_item import ItemItemScores
 from inference.graph.stages import ItemSearch, Retriever
 from inference.runtime import ModelRuntime
 
@@ -46,11 +47,19 @@ class TowerArtifacts:
         runtime: ModelRuntime,
         cache: CacheConfig,
         on_lookup: Callable[[bool], None] | None = None,
+        item_item: Callable[[int], ItemItemScores | None] | None = None,
     ) -> TowerArtifacts:
-        """Read the version directory ``directory`` of ``user_tower`` ``version``."""
+        """Read the version directory ``directory`` of ``user_tower`` ``version``;
+        ``item_item`` (combiner version -> weights) feeds retrieval's item-item source."""
         catalog = Catalog.load(directory)
         features = CachedFeatureStore(EmbeddedFeatureStore(catalog), cache, on_lookup=on_lookup)
-        retriever = Retriever(runtime, ItemSearch(directory), {USER_TOWER: version})
+        retriever = Retriever(
+            runtime,
+            ItemSearch(directory),
+            {USER_TOWER: version},
+            catalog=catalog,
+            item_item=item_item,
+        )
         return cls(version, catalog, features, retriever)
 
 

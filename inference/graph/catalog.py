@@ -18,14 +18,11 @@ from typing import Any
 import numpy as np
 
 from contract.arrays import BoolArray, IntArray
-from contract.features import AGE_EDGES, UNKNOWN, FeatureTables, load_features
+from contract.features import FeatureTables, load_features
 from contract.names import CATALOG_FILE, FEATURES_FILE, IDS_FILE, SEEN_FILE
+from contract.popularity import MIN_GROUP_USERS, SegmentPopularity, age_buckets
 
-#: Smaller demographic groups give noisy popularity; they fall back to a coarser group.
-MIN_GROUP_USERS = 20
-MAX_AGE = 150
-
-GroupKey = tuple[str, int]
+__all__ = ["MIN_GROUP_USERS", "Catalog"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,10 +41,13 @@ class Catalog:
     user_gender: list[str] | None
     seen_indptr: IntArray  # (n_users + 1,) CSR over seen_indices
     seen_indices: IntArray
-    popular: IntArray  # every item, most popular first
-    group_popular: dict[GroupKey, IntArray]  # (gender, age bucket) -> every item, best first
-    age_popular: dict[int, IntArray]
-    gender_popular: dict[str, IntArray]
+    #: Every item ranked globally and per demographic segment.
+    segments: SegmentPopularity
+
+    @property
+    def popular(self) -> IntArray:
+        """Every item, most popular first."""
+        return self.segments.popular
 
     @property
     def n_users(self) -> int:
@@ -81,25 +81,7 @@ class Catalog:
         else:
             indptr, indices = _seen_from_history(features.history, n_items)
         popular = np.argsort(-features.item_popularity, kind="stable").astype(np.int64)
-        groups = _GroupPopularity(indptr, indices, n_items, popular)
-        n_buckets = len(AGE_EDGES) + 2
-        buckets = _age_buckets(extra.age) if extra.age is not None else None
-        genders = sorted({g for g in extra.gender or () if _known_gender(g)})
-        code_of = {g: i for i, g in enumerate(genders)}
-        gender_code = np.array([code_of.get(g, -1) for g in extra.gender or ()], dtype=np.int64)
-        group_popular: dict[GroupKey, IntArray] = {}
-        age_popular: dict[int, IntArray] = {}
-        gender_popular: dict[str, IntArray] = {}
-        if buckets is not None:
-            age_popular = groups.rank(np.where(buckets > 0, buckets, -1), n_buckets)
-        if extra.gender is not None:
-            for code, ranking in groups.rank(gender_code, len(genders)).items():
-                gender_popular[genders[code]] = ranking
-        if buckets is not None and extra.gender is not None:
-            known = (gender_code >= 0) & (buckets > 0)
-            joint = np.where(known, gender_code * n_buckets + buckets, -1)
-            for code, ranking in groups.rank(joint, len(genders) * n_buckets).items():
-                group_popular[(genders[code // n_buckets], code % n_buckets)] = ranking
+        segments = SegmentPopularity.build(indptr, indices, popular, extra.age, extra.gender)
         for array in (item_genres, indptr, indices, popular, *_arrays_of(features)):
             array.setflags(write=False)
         return cls(
@@ -115,10 +97,7 @@ class Catalog:
             user_gender=extra.gender,
             seen_indptr=indptr,
             seen_indices=indices,
-            popular=popular,
-            group_popular=group_popular,
-            age_popular=age_popular,
-            gender_popular=gender_popular,
+            segments=segments,
         )
 
     def seen(self, index: int) -> IntArray:
@@ -165,21 +144,8 @@ class Catalog:
         return out
 
     def _ranking(self, context: Mapping[str, str]) -> tuple[str, IntArray]:
-        gender = self._context_gender(context.get("gender"))
-        bucket = _context_bucket(context.get("age"))
-        if gender is not None and bucket is not None and (gender, bucket) in self.group_popular:
-            return "gender+age", self.group_popular[(gender, bucket)]
-        if bucket is not None and bucket in self.age_popular:
-            return "age", self.age_popular[bucket]
-        if gender is not None and gender in self.gender_popular:
-            return "gender", self.gender_popular[gender]
-        return "global", self.popular
-
-    def _context_gender(self, value: str | None) -> str | None:
-        if not isinstance(value, str):
-            return None
-        wanted = value.strip().casefold()
-        return next((g for g in self.gender_popular if g.casefold() == wanted), None)
+        gender = self.segments.gender_named(context.get("gender"))
+        return self.segments.ranking(gender, _context_bucket(context.get("age")))
 
     def _check_item(self, index: int) -> None:
         if not 0 <= index < self.n_items:
@@ -192,37 +158,6 @@ class _Extra:
     titles: list[str] | None = None
     age: IntArray | None = None
     gender: list[str] | None = None
-
-
-class _GroupPopularity:
-    """Counts, per group, the distinct users who have seen each item; ties go to the globally
-    more popular item so every group ranks the whole catalog."""
-
-    def __init__(
-        self, indptr: IntArray, indices: IntArray, n_items: int, popular: IntArray
-    ) -> None:
-        users = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
-        pairs = np.unique(users * n_items + indices)
-        self._users, self._items = pairs // n_items, pairs % n_items
-        self._n_users, self._n_items = len(indptr) - 1, n_items
-        self._rank = np.empty(n_items, dtype=np.int64)
-        self._rank[popular] = np.arange(n_items, dtype=np.int64)
-
-    def rank(self, codes: IntArray, n_codes: int) -> dict[int, IntArray]:
-        """Rankings of the groups (codes ``0..n_codes-1``, ``-1`` = none) with enough users."""
-        sizes = np.bincount(codes[codes >= 0], minlength=n_codes)
-        kept = np.flatnonzero(sizes >= MIN_GROUP_USERS)
-        if len(kept) == 0:
-            return {}
-        user_code = codes[self._users]
-        mask = user_code >= 0
-        counts = np.bincount(
-            user_code[mask] * self._n_items + self._items[mask], minlength=n_codes * self._n_items
-        ).reshape(n_codes, self._n_items)[kept]
-        tiebreak = np.broadcast_to(self._rank, counts.shape)
-        order = np.lexsort((tiebreak, -counts), axis=-1).astype(np.int64)
-        order.setflags(write=False)
-        return {int(code): order[i] for i, code in enumerate(kept)}
 
 
 def _required(path: Path) -> Path:
@@ -299,12 +234,6 @@ def _seen_from_history(history: IntArray, n_items: int) -> tuple[IntArray, IntAr
     return indptr, history[present].astype(np.int64) - 1
 
 
-def _age_buckets(age: IntArray) -> IntArray:
-    """Same buckets as the training features: 0 unknown, then one past each edge."""
-    bucket = np.searchsorted(np.array(AGE_EDGES), age, side="right") + 1
-    return np.where((age > 0) & (age <= MAX_AGE), bucket, 0).astype(np.int64)
-
-
 def _context_bucket(value: str | None) -> int | None:
     if not isinstance(value, str):
         return None
@@ -314,11 +243,7 @@ def _context_bucket(value: str | None) -> int | None:
         return None
     if not 0 <= age <= 200:  # checked at the edge too; numpy would overflow on 10**20
         return None
-    return int(_age_buckets(np.array([age], dtype=np.int64))[0]) or None
-
-
-def _known_gender(value: str) -> bool:
-    return bool(value.strip()) and value.strip().casefold() != UNKNOWN
+    return int(age_buckets(np.array([age], dtype=np.int64))[0]) or None
 
 
 def _arrays_of(features: FeatureTables) -> tuple[Any, ...]:

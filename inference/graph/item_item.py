@@ -44,14 +44,32 @@ class ItemItemScores:
             return None
         return cls(sparse.load_npz(path))
 
+    def row(self, seen: IntArray) -> FloatArray:
+        """Every item's score for a user who has interacted with ``seen`` (zeros for a user
+        with no items the weights know)."""
+        known = seen[(seen >= 0) & (seen < self.n_items)]
+        if len(known) == 0:
+            return np.zeros(self.n_items, dtype=np.float32)
+        return self._row_sum(known)
+
+    def best(self, seen: IntArray, n: int) -> IntArray:
+        """The ``n`` best-scored items for a user who has interacted with ``seen``, best
+        first, none of ``seen`` and none scored 0 or less (nothing links them to the user)."""
+        row = self.row(seen).copy()
+        row[seen[(seen >= 0) & (seen < self.n_items)]] = -np.inf
+        n = min(n, self.n_items)
+        top = np.argpartition(-row, n - 1)[:n] if n < self.n_items else np.arange(self.n_items)
+        top = top[np.argsort(-row[top], kind="stable")]
+        best: IntArray = top[row[top] > 0].astype(np.int64)
+        return best
+
     def scores(self, seen: IntArray, items: IntArray) -> FloatArray:
         """Each of ``items``' score for a user who has interacted with ``seen``; an item the
         weights do not know (another catalogue) scores 0, as for a user with no items."""
-        known = seen[(seen >= 0) & (seen < self.n_items)]
         out = np.zeros(len(items), dtype=np.float32)
-        if len(known) == 0:
+        if not len(seen):
             return out
-        row = self._row_sum(known)
+        row = self.row(seen)
         inside = (items >= 0) & (items < self.n_items)
         out[inside] = row[items[inside]]
         return out

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from contract.arrays import FloatArray, IntArray
+from contract.candidates import ITEM_ITEM, POPULAR, SHARES, SOURCES, TWO_TOWER, merge
 from contract.names import COMBINER, ITEM_INDEX_FILE, RANKERS, USER_TOWER
 from inference.errors import InferenceError
 from inference.graph.catalog import Catalog
@@ -31,13 +32,29 @@ COST_WINDOW_S = 2.0
 
 @dataclass(frozen=True)
 class Candidates:
-    """Retrieval's answer: item indices, best first, and their inner-product scores."""
+    """Retrieval's answer: item indices in merged order (:mod:`contract.candidates`), their
+    two-tower inner-product scores and, when known, which sources proposed each (bits as
+    :data:`~contract.candidates.SOURCES`) and their item-item scores (the combiner's fourth
+    input, computed once in retrieval rather than again in ranking)."""
 
     items: IntArray
     scores: FloatArray
+    sources: IntArray | None = None
+    item_item: FloatArray | None = None
 
     def head(self, n: int) -> Candidates:
-        return Candidates(self.items[:n], self.scores[:n])
+        return Candidates(
+            self.items[:n],
+            self.scores[:n],
+            None if self.sources is None else self.sources[:n],
+            None if self.item_item is None else self.item_item[:n],
+        )
+
+    def found_by(self, source: str) -> int:
+        """How many candidates ``source`` proposed (0 when sources are not recorded)."""
+        if self.sources is None:
+            return 0
+        return int(((self.sources & (1 << SOURCES.index(source))) > 0).sum())
 
 
 @dataclass(frozen=True)
@@ -121,14 +138,30 @@ class ItemSearch:
 
 
 class Retriever:
-    """User tower on the runtime, then ANN search: about ``n`` unseen candidates."""
+    """User tower on the runtime, then the candidate sources merged: about ``n`` unseen
+    candidates from the towers' ANN search, the item-item model's best for the user's
+    history and their segment's most popular items (:mod:`contract.candidates`).
+
+    ``catalog`` supplies the segments' popularity and the user's demographics; ``item_item``
+    (combiner version -> weights, or None) the item-item source. Without either, that source
+    proposes nothing. Weights that cannot be read leave their source out of this answer (the
+    combiner, which needs them too, names the fallback).
+    """
 
     def __init__(
-        self, runtime: ModelRuntime, search: ItemSearch, versions: Mapping[str, int]
+        self,
+        runtime: ModelRuntime,
+        search: ItemSearch,
+        versions: Mapping[str, int],
+        *,
+        catalog: Catalog | None = None,
+        item_item: Callable[[int], ItemItemScores | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.search = search
         self.versions = versions
+        self.catalog = catalog
+        self._item_item = item_item
 
     def __call__(
         self,
@@ -137,14 +170,44 @@ class Retriever:
         timeout_s: float | None = None,
         versions: Mapping[str, int] | None = None,
     ) -> Candidates:
-        version = (versions or self.versions).get(USER_TOWER)
+        versions = versions or self.versions
         feed: Tensors = {
             "user_id": np.array([[user.model_id]], dtype=np.int64),
             "user_dense": user.dense[None, :].astype(np.float32),
             "history": user.history[None, :].astype(np.int64),
         }
-        out = self.runtime.infer(USER_TOWER, feed, version=version, timeout_s=timeout_s)
-        return self.search.search(out["user_embedding"][0], n, user.seen)
+        out = self.runtime.infer(
+            USER_TOWER, feed, version=versions.get(USER_TOWER), timeout_s=timeout_s
+        )
+        query = np.asarray(out["user_embedding"][0], dtype=np.float32).reshape(-1)
+        towers = self.search.search(query, n, user.seen)
+        # Twice a source's share: room for the items another source already proposed.
+        room = 2 * max(round(n * share) for share in SHARES.values())
+        lists: dict[str, IntArray] = {TWO_TOWER: towers.items}
+        weights = self._weights(versions)
+        if weights is not None and room > 0:
+            lists[ITEM_ITEM] = weights.best(user.seen, room)
+        if self.catalog is not None and room > 0:
+            context = {} if user.index is None else self.catalog.demographics(user.index)
+            lists[POPULAR] = self.catalog.popular_for(context, room, exclude=user.seen)
+        items, sources = merge(lists, n)
+        known = items < self.search.embeddings.shape[0]
+        scores = np.where(known, self.search.embeddings[np.where(known, items, 0)] @ query, 0.0)
+        return Candidates(
+            items,
+            scores.astype(np.float32),
+            sources,
+            None if weights is None else weights.scores(user.seen, items),
+        )
+
+    def _weights(self, versions: Mapping[str, int]) -> ItemItemScores | None:
+        version = versions.get(COMBINER)
+        if self._item_item is None or version is None:
+            return None
+        try:
+            return self._item_item(version)
+        except InferenceError:
+            return None
 
 
 def ranker_feed(catalog: Catalog, jobs: Sequence[RankJob]) -> Tensors:
@@ -247,7 +310,12 @@ class Ranker:
         columns = [logits[RANKERS[0]], logits[RANKERS[1]], retrieval]
         weights = self.item_item_for(versions)
         if weights is not None:
-            seen_scores = [weights.scores(job.user.seen, job.candidates.items) for job in jobs]
+            seen_scores = [
+                job.candidates.item_item
+                if job.candidates.item_item is not None
+                else weights.scores(job.user.seen, job.candidates.items)
+                for job in jobs
+            ]
             columns.append(np.concatenate(seen_scores))
         return np.stack(columns, axis=1)
 

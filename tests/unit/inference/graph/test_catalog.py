@@ -209,8 +209,8 @@ def test_group_ranking_orders_by_group_count_then_global_popularity(full: Catalo
 
 def test_small_groups_are_not_kept(full: Catalog) -> None:
     assert MIN_GROUP_USERS > 5
-    assert ("F", 3) not in full.group_popular
-    assert set(full.group_popular) == {("F", 2), ("M", 3)}
+    assert ("F", 3) not in full.segments.group
+    assert set(full.segments.group) == {("F", 2), ("M", 3)}
 
 
 def test_popular_for_excludes_and_still_returns_k(full: Catalog) -> None:

@@ -13,14 +13,17 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy import sparse
 
 from contract.arrays import FloatArray, IntArray
+from contract.candidates import ITEM_ITEM, POPULAR, SHARES
 from contract.features import HISTORY_LENGTH
 from contract.names import COMBINER, RANKERS, USER_TOWER
 from contract.signature import Signature
 from inference.errors import InferenceError, ModelNotFound, Unavailable
 from inference.graph.catalog import Catalog
 from inference.graph.features import EmbeddedFeatureStore, UserFeatures
+from inference.graph.item_item import ItemItemScores
 from inference.graph.stages import (
     Candidates,
     ItemSearch,
@@ -289,6 +292,56 @@ def test_retriever_lets_runtime_errors_through(build: Path, catalog: Catalog) ->
     retriever = Retriever(runtime, ItemSearch(build), {})
     with pytest.raises(Unavailable, match="user_tower"):
         retriever(user(catalog), 3)
+
+
+def test_retriever_merges_the_item_item_and_segment_sources(
+    build: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the other sources, candidates also come from the user's history (item-item) and
+    their segment's popular items; each carries its sources, towers' score and item-item score."""
+    # Shares large enough for a six-item catalogue to give each source a slot.
+    monkeypatch.setitem(SHARES, ITEM_ITEM, 0.25)
+    monkeypatch.setitem(SHARES, POPULAR, 0.25)
+    # Item 0 is the towers' worst; the item-item weights link user 0's item 1 to it alone.
+    weights = np.zeros((N_ITEMS, N_ITEMS), dtype=np.float32)
+    weights[1, 0] = 0.7
+    scores = ItemItemScores(sparse.csr_matrix(weights))
+    retriever = Retriever(
+        FakeRuntime(),
+        ItemSearch(build),
+        {USER_TOWER: 3, COMBINER: 1},
+        catalog=catalog,
+        item_item=lambda version: scores,
+    )
+    found = retriever(user(catalog, "u0"), 4)
+    assert found.items[0] == 4  # the towers' best unseen item leads
+    assert found.items[1] == 0  # then the item-item source's best, which the towers ranked last
+    assert 1 not in found.items  # seen
+    assert found.sources is not None
+    assert found.found_by(ITEM_ITEM) == 1
+    assert found.found_by(POPULAR) >= 1
+    np.testing.assert_allclose(found.scores, ITEM_SCORES[found.items], rtol=1e-6)
+    assert found.item_item is not None
+    np.testing.assert_allclose(found.item_item, [0.7 if i == 0 else 0.0 for i in found.items])
+    head = found.head(2)
+    assert head.sources is not None
+    assert head.item_item is not None
+    assert len(head.sources) == len(head.item_item) == 2
+
+
+def test_retriever_leaves_out_a_source_whose_weights_cannot_be_read(
+    build: Path, catalog: Catalog
+) -> None:
+    def broken(version: int) -> ItemItemScores | None:
+        raise InferenceError(f"combiner version {version}: item_item.npz is corrupt")
+
+    retriever = Retriever(
+        FakeRuntime(), ItemSearch(build), {COMBINER: 1}, catalog=catalog, item_item=broken
+    )
+    found = retriever(user(catalog, "u0"), 3)
+    assert found.found_by(ITEM_ITEM) == 0
+    assert found.item_item is None
+    assert len(found.items) == 3
 
 
 # ---- ranker_feed ----------------------------------------------------------------------------
