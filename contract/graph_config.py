@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contract.names import SIMILAR_ITEMS
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -25,11 +27,14 @@ class StageBudgets(_Strict):
     retrieval_ms: float = Field(15.0, gt=0)
     ranking_ms: float = Field(25.0, gt=0)
     rerank_ms: float = Field(10.0, gt=0)
+    #: The similar-items request's one stage (neighbours and embeddings, then re-rank).
+    similar_ms: float = Field(10.0, gt=0)
     total_ms: float = Field(50.0, gt=0)
 
     @model_validator(mode="after")
     def _total_covers_a_stage(self) -> StageBudgets:
-        if self.total_ms < max(self.retrieval_ms, self.ranking_ms, self.rerank_ms):
+        stages = (self.retrieval_ms, self.ranking_ms, self.rerank_ms, self.similar_ms)
+        if self.total_ms < max(stages):
             raise ValueError("total_ms must be at least the largest stage budget")
         return self
 
@@ -73,7 +78,7 @@ class AdmissionConfig(_Strict):
 
 
 #: Stages a fault can slow down (re-rank is in-process arithmetic, well under its budget).
-STAGES = ("retrieval", "ranking")
+STAGES = ("retrieval", "ranking", "similar")
 
 
 class FaultConfig(_Strict):
@@ -97,6 +102,9 @@ class GraphConfig(_Strict):
 
     name: str = "recommender"
     candidates: int = Field(1000, ge=1, le=10_000)
+    #: How many candidates the similar-items stage gathers by embedding (besides the query
+    #: item's neighbours) before re-rank.
+    similar_candidates: int = Field(200, ge=1, le=10_000)
     default_k: int = Field(10, ge=1)
     max_k: int = Field(100, ge=1)
     budgets: StageBudgets = StageBudgets()
@@ -112,6 +120,12 @@ class GraphConfig(_Strict):
     min_ranked: int = Field(100, ge=1)
     batch_wait_ms: float = Field(1.0, ge=0)
     faults: FaultConfig = FaultConfig()
+
+    @model_validator(mode="after")
+    def _name_is_free(self) -> GraphConfig:
+        if self.name == SIMILAR_ITEMS:
+            raise ValueError(f"name: {SIMILAR_ITEMS!r} is the graph's similar-items model")
+        return self
 
     @model_validator(mode="after")
     def _k_bounds(self) -> GraphConfig:

@@ -1,7 +1,7 @@
 """What one graph replica loads: the model runtime, the stages over it and, for every user
 tower version the graph serves (the base config's and each experiment variant's), that
-version's catalog, features and item index, with the model versions resolved once so every
-response can name them."""
+version's catalog, features, item index and similar-items neighbours, with the model versions
+resolved once so every response can name them."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from inference.graph.catalog import Catalog
 from inference.graph.experiments import find_experiment, read_catalog, variant_configs
 from inference.graph.features import CachedFeatureStore
 from inference.graph.item_item import ItemItemScores
+from inference.graph.neighbours import Neighbours
 from inference.graph.recommender import RankFn, Recommender
 from inference.graph.settings import GraphSettings
+from inference.graph.similar import SimilarItems
 from inference.graph.stages import Ranker, RankJob, Retriever
 from inference.runtime import ModelRuntime
 from inference.triton.client import RetryPolicy, TritonClient
@@ -40,6 +42,9 @@ class Components:
     versions: dict[str, int]
     #: The resolved versions of every config served (the base's first); warmed up at start.
     served: list[dict[str, int]] = field(default_factory=list)
+    #: Per user tower version, its similar-items neighbours (None: it has none); None here:
+    #: similar items come from the embeddings alone.
+    neighbours: VersionCache[Neighbours | None] | None = None
 
     def tower(self, versions: Mapping[str, int] | None = None) -> TowerArtifacts:
         """The artifacts of the user tower version in ``versions`` (default: the base's)."""
@@ -65,6 +70,37 @@ class Components:
             versions=versions,
             executor=executor,
         )
+
+    def similar(
+        self,
+        config: GraphConfig,
+        versions: dict[str, int],
+        *,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> SimilarItems:
+        """The similar-items surface for ``config``, over the catalog, item embeddings and
+        neighbours of the user tower version in ``versions``."""
+        tower = self.tower(versions)
+        return SimilarItems(
+            config=config,
+            catalog=tower.catalog,
+            features=tower.features,
+            search=tower.retriever.search,
+            neighbours=self.similar_neighbours(versions[USER_TOWER]),
+            versions=versions,
+            executor=executor,
+        )
+
+    def similar_neighbours(self, version: int) -> Neighbours | None:
+        """The neighbours of user tower ``version``; None when it has none or they cannot be
+        read (logged: the surface still answers, from the embeddings)."""
+        if self.neighbours is None:
+            return None
+        try:
+            return self.neighbours.get(version)
+        except InferenceError as exc:
+            log.warning("similar items are served from the embeddings only: %s", exc)
+            return None
 
     @property
     def catalog(self) -> Catalog:
@@ -189,10 +225,18 @@ def load_components(
         runtime = _make_runtime(settings, versions)
     metrics.record_runtime(runtime.kind)
 
+    item_item = VersionCache(
+        lambda version: ItemItemScores.load(repo.version_dir(COMBINER, version)),
+        model=COMBINER,
+        what="its item-item weights",
+    )
+
     def load(version: int) -> TowerArtifacts:
         # One feature cache per version, sized by the base config: variants share it.
         directory = repo.version_dir(USER_TOWER, version)
-        return TowerArtifacts.load(directory, version, runtime, config.cache, _count_lookup)
+        return TowerArtifacts.load(
+            directory, version, runtime, config.cache, _count_lookup, item_item.get
+        )
 
     towers = TowerArtifactCache(load)
     try:
@@ -209,15 +253,18 @@ def load_components(
             on_model_error=_count_model_error,
             min_ranked=config.min_ranked,
             catalogs=towers.catalog,
-            item_item=VersionCache(
-                lambda version: ItemItemScores.load(repo.version_dir(COMBINER, version)),
-                model=COMBINER,
-                what="its item-item weights",
-            ).get,
+            item_item=item_item.get,
         )
         if with_ranker
         else None
     )
-    components = Components(towers, runtime, ranker, versions, served)
+    neighbours: VersionCache[Neighbours | None] = VersionCache(
+        lambda version: Neighbours.load(
+            repo.version_dir(USER_TOWER, version), towers.catalog(version).n_items
+        ),
+        model=USER_TOWER,
+        what="its similar-items neighbours",
+    )
+    components = Components(towers, runtime, ranker, versions, served, neighbours)
     components.warm_up(config.candidates)
     return components

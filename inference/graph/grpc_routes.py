@@ -2,13 +2,14 @@
 
 Serve's gRPC proxy calls a method of the deployment class named as the service's method, so
 these are a mix-in of :class:`~inference.graph.ingress.GraphIngress`. The graph answers for
-its own model; every other model's call is passed through to Triton unchanged.
+its own two models (the recommender and ``similar_items``); every other model's call is
+passed through to Triton unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tritonclient.grpc import service_pb2
@@ -16,7 +17,12 @@ from tritonclient.grpc import service_pb2
 from contract.graph_config import GraphConfig
 from inference.errors import InferenceError
 from inference.graph.replies import grpc_abort, grpc_headers, grpc_status, version_problem
-from inference.graph.types import RecommendRequest, RecommendResponse
+from inference.graph.types import (
+    RecommendRequest,
+    RecommendResponse,
+    SimilarRequest,
+    SimilarResponse,
+)
 from inference.protocol import oip
 from inference.triton.passthrough import TritonPassThrough
 
@@ -35,10 +41,21 @@ class GrpcRoutes:
     def is_graph(self, name: str) -> bool:
         raise NotImplementedError
 
+    def is_similar(self, name: str) -> bool:
+        raise NotImplementedError
+
     async def answer(
         self, request: RecommendRequest, protocol: str, headers: dict[str, str]
     ) -> tuple[RecommendResponse, str]:
         raise NotImplementedError
+
+    async def answer_similar(
+        self, request: SimilarRequest, protocol: str, headers: dict[str, str]
+    ) -> tuple[SimilarResponse, str]:
+        raise NotImplementedError
+
+    def _inputs(self, name: str) -> oip.Inputs:
+        return oip.SIMILAR_INPUTS if self.is_similar(name) else oip.RECOMMENDER_INPUTS
 
     def ServerLive(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
         return service_pb2.ServerLiveResponse(live=True)
@@ -57,13 +74,17 @@ class GrpcRoutes:
 
     async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
         def metadata() -> Any:
-            return oip.grpc_model_metadata(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+            return oip.grpc_model_metadata(
+                request.name, max_batch=oip.DEFAULT_MAX_BATCH, inputs=self._inputs(request.name)
+            )
 
         return await self._about("ModelMetadata", request, grpc_context, metadata)
 
     async def ModelConfig(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (the gRPC method's name)
         def config() -> Any:
-            return oip.grpc_model_config(request.name, max_batch=oip.DEFAULT_MAX_BATCH)
+            return oip.grpc_model_config(
+                request.name, max_batch=oip.DEFAULT_MAX_BATCH, inputs=self._inputs(request.name)
+            )
 
         return await self._about("ModelConfig", request, grpc_context, config)
 
@@ -93,20 +114,26 @@ class GrpcRoutes:
             problem = version_problem(request.model_name, request.model_version)
             if problem is not None:
                 raise problem
-            requests = oip.parse_grpc_request(
-                request,
-                default_k=self.config.default_k,
-                max_k=self.config.max_k,
-                max_batch=oip.DEFAULT_MAX_BATCH,
-            )
-            served = await asyncio.gather(*(self.answer(r, "grpc", headers) for r in requests))
+            limits = {
+                "default_k": self.config.default_k,
+                "max_k": self.config.max_k,
+                "max_batch": oip.DEFAULT_MAX_BATCH,
+            }
+            calls: list[Awaitable[tuple[RecommendResponse | SimilarResponse, str]]]
+            if self.is_similar(request.model_name):
+                asked = oip.parse_similar_grpc_request(request, **limits)
+                calls = [self.answer_similar(r, "grpc", headers) for r in asked]
+                k = max(r.k for r in asked)
+            else:
+                wanted = oip.parse_grpc_request(request, **limits)
+                calls = [self.answer(r, "grpc", headers) for r in wanted]
+                k = max(r.k for r in wanted)
+            served = await asyncio.gather(*calls)
         except InferenceError as exc:
             grpc_abort(grpc_context, exc)
             return service_pb2.ModelInferResponse()
         responses = [response for response, _ in served]
-        return oip.grpc_response(
-            request.model_name, "1", responses, request, k=max(r.k for r in requests)
-        )
+        return oip.grpc_response(request.model_name, "1", responses, request, k=k)
 
     async def _about(
         self, method: str, request: Any, grpc_context: Any, answer: Callable[[], Any]

@@ -1,7 +1,9 @@
 """The graph's front replica: the in-process stages, the experiment split, and its routes.
 
 Features, retrieval and re-rank run here, in the replica that took the request; ranking runs
-batched either here too (``inline``) or in its own deployment, behind a handle. The routes are
+batched either here too (``inline``) or in its own deployment, behind a handle. The
+similar-items surface (:mod:`~inference.graph.similar`) runs here whole, on the base config
+(experiments split recommendations only). The routes are
 in :mod:`~inference.graph.rest_routes` (REST, a FastAPI app built per replica with this
 replica's limits) and :mod:`~inference.graph.grpc_routes` (the Open Inference Protocol's
 gRPC methods, which Serve calls on this class by name).
@@ -10,9 +12,10 @@ gRPC methods, which Serve calls on this class by name).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +27,7 @@ from ab_router.design import Catalog as ExperimentCatalog
 from ab_router.events import EventStore
 from ab_router.stores import open_store
 from contract.graph_config import GraphConfig
+from contract.names import SIMILAR_ITEMS
 from inference import metrics
 from inference.errors import InferenceError, ModelNotFound
 from inference.graph.admission import Admission
@@ -35,9 +39,16 @@ from inference.graph.ranking import RankingService
 from inference.graph.recommender import Recommender, annotate
 from inference.graph.rest_routes import build_api
 from inference.graph.settings import GraphSettings
+from inference.graph.similar import annotate as annotate_similar
 from inference.graph.stages import RankJob, RankResult
 from inference.graph.telemetry import attached, extract, traceparent, tracer
-from inference.graph.types import WARMUP_HEADER, RecommendRequest, RecommendResponse
+from inference.graph.types import (
+    WARMUP_HEADER,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarRequest,
+    SimilarResponse,
+)
 from inference.triton.passthrough import TritonPassThrough
 
 log = logging.getLogger("cascade.inference")
@@ -71,6 +82,9 @@ class GraphIngress(GrpcRoutes):
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="graph")
         self.passthrough = TritonPassThrough(settings.triton_http, settings.triton_grpc)
         self.recommender = self._recommender(self.config)
+        self.similar = self.components.similar(
+            self.config, self.components.versions, executor=self._pool
+        )
         self.router: ExperimentRouter | None = None
         self.store: EventStore | None = None
         self.experiments: ExperimentCatalog | None = None
@@ -116,43 +130,49 @@ class GraphIngress(GrpcRoutes):
         return self.components.recommender(config, versions, rank=self._rank, executor=self._pool)
 
     def is_graph(self, name: str) -> bool:
-        """Whether ``name`` is the graph's own model (else a model passed through to Triton)."""
-        return name == self.config.name
+        """Whether ``name`` is one of the graph's own models, the recommender or the similar
+        items (else a model passed through to Triton)."""
+        return name == self.config.name or self.is_similar(name)
+
+    def is_similar(self, name: str) -> bool:
+        """Whether ``name`` is the graph's similar-items model."""
+        return name == SIMILAR_ITEMS  # never the recommender's name (GraphConfig checks)
 
     async def answer(
         self, request: RecommendRequest, protocol: str, headers: dict[str, str]
     ) -> tuple[RecommendResponse, str]:
         """One recommendation, counted and traced; also returns the trace's ``traceparent``."""
-        start = time.perf_counter()
-        code, variant = "200", "none"
-        try:
-            with (
-                attached(extract(headers)),
-                tracer().start_as_current_span("recommend", record_exception=False) as span,
-            ):
-                recommender, route = self.recommender, None
-                if self.router is not None:
-                    route = self.router.route(request.user_id)
-                    variant = route.variant or "none"
-                    recommender = self.variants.get(route.variant or "", self.recommender)
-                response = await recommender.recommend(request)
-                if self.router is not None and route is not None:
-                    response.assignment = route.assignment
-                    if route.variant is not None and headers.get(WARMUP_HEADER) != "1":
-                        self.router.served(request.user_id, route.variant)
-                annotate(response)
-                return response, traceparent(span)
-        except InferenceError as exc:
-            code = str(exc.status)
-            raise
-        except BaseException:
-            code = "500"  # what the client receives (see replies)
-            raise
-        finally:
-            metrics.REQUESTS.labels(protocol=protocol, code=code, variant=variant).inc()
-            metrics.REQUEST_SECONDS.labels(protocol=protocol, variant=variant).observe(
-                time.perf_counter() - start
-            )
+        with (
+            _counted(protocol) as labels,
+            attached(extract(headers)),
+            tracer().start_as_current_span("recommend", record_exception=False) as span,
+        ):
+            recommender, route = self.recommender, None
+            if self.router is not None:
+                route = self.router.route(request.user_id)
+                labels["variant"] = route.variant or "none"
+                recommender = self.variants.get(route.variant or "", self.recommender)
+            response = await recommender.recommend(request)
+            if self.router is not None and route is not None:
+                response.assignment = route.assignment
+                if route.variant is not None and headers.get(WARMUP_HEADER) != "1":
+                    self.router.served(request.user_id, route.variant)
+            annotate(response)
+            return response, traceparent(span)
+
+    async def answer_similar(
+        self, request: SimilarRequest, protocol: str, headers: dict[str, str]
+    ) -> tuple[SimilarResponse, str]:
+        """Items similar to one item, counted and traced as :meth:`answer` is (experiments
+        split recommendations only: the variant is always ``none``)."""
+        with (
+            _counted(protocol),
+            attached(extract(headers)),
+            tracer().start_as_current_span("similar", record_exception=False) as span,
+        ):
+            response = await self.similar.similar(request)
+            annotate_similar(response)
+            return response, traceparent(span)
 
     async def degraded(self) -> dict[str, str]:
         """The stages that serve their fallback now, and why (empty: none)."""
@@ -186,6 +206,27 @@ class GraphIngress(GrpcRoutes):
         elif self.store is not None:
             self.store.close()
         self.components.close()
+
+
+@contextlib.contextmanager
+def _counted(protocol: str) -> Iterator[dict[str, str]]:
+    """Count one request and time it, labelled with the status the client receives and the
+    experiment variant (set it in the labels the block is given)."""
+    start = time.perf_counter()
+    labels = {"code": "200", "variant": "none"}
+    try:
+        yield labels
+    except InferenceError as exc:
+        labels["code"] = str(exc.status)
+        raise
+    except BaseException:
+        labels["code"] = "500"  # what the client receives (see replies)
+        raise
+    finally:
+        metrics.REQUESTS.labels(protocol=protocol, **labels).inc()
+        metrics.REQUEST_SECONDS.labels(protocol=protocol, variant=labels["variant"]).observe(
+            time.perf_counter() - start
+        )
 
 
 def _remote_rank(handle: DeploymentHandle[Any]) -> Rank:

@@ -15,12 +15,9 @@ demographic ("cold_start").
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import TypeVar
 
 import numpy as np
 from opentelemetry import trace
@@ -33,13 +30,11 @@ from inference.graph.catalog import Catalog
 from inference.graph.deadline import Deadline
 from inference.graph.features import FeatureStore, UserFeatures
 from inference.graph.rerank import rerank, resolve_deny
+from inference.graph.stage_runner import StageRunner
 from inference.graph.stages import Candidates, RankJob, RankResult, Retriever
-from inference.graph.telemetry import inject, set_attributes, tracer
+from inference.graph.telemetry import inject, set_attributes
 from inference.graph.types import RecommendRequest, RecommendResponse, ScoredItem
 
-log = logging.getLogger("cascade.inference")
-
-T = TypeVar("T")
 #: Ranks one job within ``timeout_s``: in-process, or through the ranking deployment.
 RankFn = Callable[[RankJob, float, dict[str, str]], Awaitable[RankResult]]
 
@@ -66,10 +61,13 @@ class Recommender:
         self.retriever = retriever
         self.rank = rank
         self.versions = dict(versions)
-        self._executor = executor or ThreadPoolExecutor(16, thread_name_prefix="graph")
         self._clock = clock
         self._deny = resolve_deny(catalog.item_index, config.rerank.deny_items)
-        self._tracer = tracer()
+        self._runner = StageRunner(
+            executor or ThreadPoolExecutor(16, thread_name_prefix="graph"),
+            faults=config.faults,
+            clock=clock,
+        )
 
     def validate(self, request: RecommendRequest) -> None:
         if not request.user_id:
@@ -86,12 +84,12 @@ class Recommender:
         fallbacks: list[str] = []
         stage_ms: dict[str, float] = {}
 
-        with self._stage("features", stage_ms, stages):
+        with self._runner.stage("features", stage_ms, stages):
             user = self.features.user(request.user_id)
         candidates: Candidates | None = None
         scores: FloatArray
         if user is None:
-            with self._stage("cold_start", stage_ms, stages):
+            with self._runner.stage("cold_start", stage_ms, stages):
                 items = self.catalog.popular_for(request.context, self.config.candidates)
                 scores = _rank_scores(len(items))
             exclude: IntArray = np.zeros(0, dtype=np.int64)
@@ -99,21 +97,21 @@ class Recommender:
             exclude = user.seen
             reserve = budgets.rerank_ms
             try:
-                with self._stage("retrieval", stage_ms, stages):
+                with self._runner.stage("retrieval", stage_ms, stages):
                     retrieval_s = deadline.stage_timeout_s(budgets.retrieval_ms, reserve)
-                    candidates = await self._run(
+                    candidates = await self._runner.run(
                         lambda: self._retrieve(user, retrieval_s), retrieval_s, "retrieval"
                     )
             except (InferenceError, TimeoutError) as exc:
                 items, scores = self._popular(user, request)
-                self._fallback("retrieval", "popular", fallbacks, exc)
+                self._runner.fallback("retrieval", "popular", fallbacks, exc)
             if candidates is not None:
                 items, scores = candidates.items, candidates.scores
                 timeout = deadline.stage_timeout_s(budgets.ranking_ms, reserve)
                 try:
                     if timeout <= 0:
                         raise DeadlineExceeded("no time left for ranking")
-                    with self._stage("ranking", stage_ms, stages):
+                    with self._runner.stage("ranking", stage_ms, stages):
                         result = await asyncio.wait_for(
                             self.rank(RankJob(user, candidates, self.versions), timeout, inject()),
                             timeout,
@@ -125,10 +123,10 @@ class Recommender:
                     items, scores = items[: len(result.scores)], result.scores
                     for name in result.fallbacks:
                         stage, _, used = name.partition(":")
-                        self._fallback(stage, used, fallbacks, None)
+                        self._runner.fallback(stage, used, fallbacks, None)
                 except (InferenceError, TimeoutError) as exc:
-                    self._fallback("ranking", "retrieval_order", fallbacks, exc)
-        with self._stage("rerank", stage_ms, stages):
+                    self._runner.fallback("ranking", "retrieval_order", fallbacks, exc)
+        with self._runner.stage("rerank", stage_ms, stages):
             chosen, final = self._rerank(items, scores, request.k, exclude)
         if fallbacks:
             metrics.DEGRADED.inc()
@@ -146,7 +144,7 @@ class Recommender:
     # ---- stages ----------------------------------------------------------------------------
 
     def _retrieve(self, user: UserFeatures, timeout_s: float) -> Candidates:
-        self._inject("retrieval")
+        self._runner.inject("retrieval")
         return self.retriever(user, self.config.candidates, timeout_s, self.versions)
 
     def _rerank(
@@ -171,57 +169,6 @@ class Recommender:
             context = {**self.catalog.demographics(user.index), **context}
         items = self.catalog.popular_for(context, self.config.candidates, exclude=user.seen)
         return items, _rank_scores(len(items))
-
-    def _inject(self, stage: str) -> None:
-        delay = self.config.faults.delay_ms.get(stage, 0.0)
-        if delay > 0:
-            time.sleep(delay / 1000.0)
-
-    # ---- plumbing --------------------------------------------------------------------------
-
-    async def _run(self, work: Callable[[], T], timeout_s: float, stage: str) -> T:
-        if timeout_s <= 0:
-            raise DeadlineExceeded(f"no time left for {stage}")
-        loop = asyncio.get_running_loop()
-        expires = self._clock() + timeout_s
-
-        def unless_expired() -> T:
-            # Work abandoned by a timed-out request must not run late: under overload it
-            # would queue ahead of live requests and time them out too.
-            if self._clock() >= expires:
-                raise DeadlineExceeded(f"{stage} expired before it started")
-            return work()
-
-        future = loop.run_in_executor(self._executor, unless_expired)
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError as exc:
-            raise DeadlineExceeded(f"{stage} exceeded {timeout_s * 1000:.1f} ms") from exc
-
-    @contextmanager
-    def _stage(self, name: str, stage_ms: dict[str, float], stages: list[str]) -> Iterator[object]:
-        start = self._clock()
-        # No exception recording: a stage that falls back raises by design, and formatting
-        # its traceback (Python 3.11 parses source for caret positions) costs more than the
-        # stage; the fallback is on the request's span and in the response instead.
-        with self._tracer.start_as_current_span(
-            f"stage.{name}", record_exception=False, set_status_on_exception=False
-        ) as span:
-            try:
-                yield span
-                stages.append(name)
-            finally:
-                seconds = self._clock() - start
-                stage_ms[name] = round(seconds * 1000.0, 3)
-                metrics.STAGE_SECONDS.labels(stage=name).observe(seconds)
-
-    def _fallback(
-        self, stage: str, used: str, fallbacks: list[str], cause: BaseException | None
-    ) -> None:
-        fallbacks.append(f"{stage}:{used}")
-        metrics.FALLBACKS.labels(stage=stage, fallback=used).inc()
-        if cause is not None:
-            log.debug("%s fell back to %s: %s", stage, used, cause)
 
     def _item(self, index: int, score: float) -> ScoredItem:
         item_id, title, genres = self.catalog.describe(index)

@@ -1,6 +1,6 @@
-"""The graph's REST application: ``/v1/recommend`` for people, the Open Inference Protocol
-(KServe v2) for clients such as ``tritonclient``, ``/metrics``, and FastAPI's OpenAPI
-document at ``/openapi.json``.
+"""The graph's REST application: ``/v1/recommend`` and ``/v1/similar`` for people, the Open
+Inference Protocol (KServe v2) for clients such as ``tritonclient``, ``/metrics``, and
+FastAPI's OpenAPI document at ``/openapi.json``.
 
 Built per replica (:func:`build_api`), so the guard in front of the routes enforces that
 replica's limits and the routes call that replica's graph, with nothing kept in module state.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from inference.errors import BadRequest, InferenceError
 from inference.graph import replies
 from inference.graph.guard import Guard
+from inference.graph.types import RecommendResponse, SimilarResponse
 from inference.protocol import json_api, oip
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ def build_api(graph: GraphIngress) -> FastAPI:
         title="Cascade recommendation graph",
         version="1",
         description="Recommendations from the retrieval -> ranking -> combiner -> re-rank "
-        "graph, over a JSON API and the Open Inference Protocol (KServe v2).",
+        "graph, and items similar to an item, over a JSON API and the Open Inference "
+        "Protocol (KServe v2).",
     )
     replies.install(api)
     api.add_middleware(Guard, limits=graph.limits)
@@ -48,6 +50,8 @@ def build_api(graph: GraphIngress) -> FastAPI:
     route = api.add_api_route
     body = json_api.openapi_body()
     route("/v1/recommend", routes.recommend, methods=["POST"], openapi_extra=body)
+    similar_body = json_api.openapi_body(json_api.SimilarBody)
+    route("/v1/similar", routes.similar, methods=["POST"], openapi_extra=similar_body)
     route("/v1/experiments/{name}", routes.experiment_report, methods=["GET"])
     route("/metrics", routes.prometheus, methods=["GET"])
     route("/v2/health/live", routes.live, methods=["GET"])
@@ -82,6 +86,22 @@ class RestRoutes:
             return replies.refused(exc)
         try:
             response, parent = await self.graph.answer(graph_request, "rest", dict(request.headers))
+        except InferenceError as exc:
+            return replies.error(exc)
+        return JSONResponse(response.to_dict(), headers={"traceparent": parent})
+
+    async def similar(self, request: Request) -> Response:
+        """Items similar to one item, as JSON."""
+        try:
+            similar_request = json_api.parse_similar(
+                await request.body(), default_k=self.config.default_k, max_k=self.config.max_k
+            )
+        except InferenceError as exc:
+            return replies.refused(exc)
+        try:
+            response, parent = await self.graph.answer_similar(
+                similar_request, "rest", dict(request.headers)
+            )
         except InferenceError as exc:
             return replies.error(exc)
         return JSONResponse(response.to_dict(), headers={"traceparent": parent})
@@ -138,9 +158,14 @@ class RestRoutes:
             return replies.error(problem)
         if what == "/ready":  # answers, degraded or not (see /v2/health/ready)
             return JSONResponse({"name": name, "ready": True})
+        inputs = oip.SIMILAR_INPUTS if self.graph.is_similar(name) else oip.RECOMMENDER_INPUTS
         if what == "/config":
-            return JSONResponse(oip.model_config(name, max_batch=oip.DEFAULT_MAX_BATCH))
-        return JSONResponse(oip.model_metadata(name, max_batch=oip.DEFAULT_MAX_BATCH))
+            return JSONResponse(
+                oip.model_config(name, max_batch=oip.DEFAULT_MAX_BATCH, inputs=inputs)
+            )
+        return JSONResponse(
+            oip.model_metadata(name, max_batch=oip.DEFAULT_MAX_BATCH, inputs=inputs)
+        )
 
     async def infer(self, name: str, request: Request) -> Response:
         return await self._infer(name, None, request)
@@ -153,6 +178,13 @@ class RestRoutes:
         if not self.graph.is_graph(name):
             path = _model_path(name, version, "/infer")
             return await self._pass("POST", path, raw, dict(request.headers))
+        similar = self.graph.is_similar(name)
+        headers = dict(request.headers)
+        limits = {
+            "default_k": self.config.default_k,
+            "max_k": self.config.max_k,
+            "max_batch": oip.DEFAULT_MAX_BATCH,
+        }
         try:
             problem = replies.version_problem(name, version)
             if problem is not None:
@@ -161,19 +193,19 @@ class RestRoutes:
             if header is not None and not header.isdigit():
                 raise BadRequest(f"Inference-Header-Content-Length: {header!r} is not a length")
             body, binary = oip.split_rest_body(raw, None if header is None else int(header))
-            requests = oip.parse_rest_request(
-                body,
-                default_k=self.config.default_k,
-                max_k=self.config.max_k,
-                max_batch=oip.DEFAULT_MAX_BATCH,
-                binary=binary,
-            )
+            calls: list[Awaitable[tuple[RecommendResponse | SimilarResponse, str]]]
+            if similar:
+                asked = oip.parse_similar_rest_request(body, binary=binary, **limits)
+                calls = [self.graph.answer_similar(r, "rest", headers) for r in asked]
+                k = max(r.k for r in asked)
+            else:
+                wanted = oip.parse_rest_request(body, binary=binary, **limits)
+                calls = [self.graph.answer(r, "rest", headers) for r in wanted]
+                k = max(r.k for r in wanted)
         except InferenceError as exc:
             return replies.refused(exc)
         try:
-            served = await asyncio.gather(
-                *(self.graph.answer(r, "rest", dict(request.headers)) for r in requests)
-            )
+            served = await asyncio.gather(*calls)
         except InferenceError as exc:
             return replies.error(exc)
         responses = [response for response, _ in served]
@@ -182,7 +214,7 @@ class RestRoutes:
             "1",
             responses,
             body.get("id"),
-            k=max(r.k for r in requests),
+            k=k,
             outputs=oip.rest_requested_outputs(body) or None,
         )
         return JSONResponse(payload, headers={"traceparent": served[0][1]})

@@ -48,10 +48,7 @@ class RecommendResponse:
     def to_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
-            "items": [
-                {"item_id": i.item_id, "score": i.score, "title": i.title, "genres": list(i.genres)}
-                for i in self.items
-            ],
+            "items": [_item_dict(i) for i in self.items],
             "model_versions": dict(self.model_versions),
             "stages": list(self.stages),
             "fallbacks": list(self.fallbacks),
@@ -60,3 +57,47 @@ class RecommendResponse:
             "stage_ms": dict(self.stage_ms),
             "assignment": dict(self.assignment),
         }
+
+
+@dataclass(frozen=True)
+class SimilarRequest:
+    """Items like ``item_id`` (the catalog's id). ``user_id``, when given, names a user whose
+    seen items are left out of the answer (an id the store does not know leaves out none)."""
+
+    item_id: str
+    k: int
+    user_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class SimilarResponse:
+    item_id: str
+    items: list[ScoredItem]
+    model_versions: dict[str, int]
+    stages: list[str]
+    fallbacks: list[str]
+    known_item: bool
+    latency_ms: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "items": [_item_dict(i) for i in self.items],
+            "model_versions": dict(self.model_versions),
+            "stages": list(self.stages),
+            "fallbacks": list(self.fallbacks),
+            "known_item": self.known_item,
+            "latency_ms": self.latency_ms,
+            "stage_ms": dict(self.stage_ms),
+        }
+
+
+def _item_dict(item: ScoredItem) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "score": item.score,
+        "title": item.title,
+        "genres": list(item.genres),
+    }

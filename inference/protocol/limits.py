@@ -17,7 +17,7 @@ from typing import Final
 
 from inference.errors import BadRequest
 
-#: Longest user id, in characters (the catalog's ids are a few characters; 128 leaves room
+#: Longest user or item id, in characters (the catalog's ids are a few characters; 128 leaves room
 #: for UUIDs and hashed ids while keeping every cache entry small).
 MAX_ID_CHARS: Final = 128
 #: Longest ``gender``/``occupation`` value, in characters.
@@ -67,6 +67,16 @@ def check_text(label: str, value: str, max_chars: int) -> str:
 
 def user_id(label: str, value: object) -> str:
     """A user id: a string, or an integer (catalog ids are numbers in the source data)."""
+    return catalog_id(label, value)
+
+
+def item_id(label: str, value: object) -> str:
+    """An item id, as a user id (:func:`user_id`)."""
+    return catalog_id(label, value)
+
+
+def catalog_id(label: str, value: object) -> str:
+    """A user or item id: a string or an integer, at most :data:`MAX_ID_CHARS` long."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise BadRequest(f"{label}: expected a string or an integer, got {kind(value)}")
     return check_text(label, str(value), MAX_ID_CHARS)

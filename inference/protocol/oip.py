@@ -1,10 +1,11 @@
-"""Open Inference Protocol (KServe v2) codec for the recommendation graph served as one model.
+"""Open Inference Protocol (KServe v2) codec for the recommendation graph served as models.
 
-The graph is exposed as a model (``recommender`` by default) so that ``tritonclient`` and other
-v2 clients call it unchanged. This module only translates: OIP messages (REST JSON bodies and
-gRPC ``service_pb2`` messages) to :class:`RecommendRequest` lists and
-:class:`RecommendResponse` lists back to OIP. It does no I/O, so both front ends share one set
-of checks and messages, and tests can drive it with tritonclient's own encoders and decoders.
+The graph is exposed as two models, the recommender (``recommender`` by default) and the
+similar items (``similar_items``), so that ``tritonclient`` and other v2 clients call it
+unchanged. This module only translates: OIP messages (REST JSON bodies and gRPC
+``service_pb2`` messages) to :class:`RecommendRequest` (:class:`SimilarRequest`) lists and
+responses back to OIP. It does no I/O, so both front ends share one set of checks and
+messages, and tests can drive it with tritonclient's own encoders and decoders.
 
 Signature of the model:
 
@@ -22,6 +23,15 @@ Signature of the model:
   ``assignment`` (JSON objects as strings), ``known_user`` (bool). For ``N > 1`` each is a JSON
   string holding one entry per row, since v2 parameter values cannot be lists.
 
+Signature of ``similar_items`` (:func:`parse_similar_rest_request`,
+:func:`parse_similar_grpc_request`), the same but for:
+
+* input ``item_id``: ``BYTES`` or ``INT64``, shape ``[N]`` or ``[N, 1]``; one request per row.
+* input ``user_id`` (optional): ``BYTES`` or ``INT64``, shape ``[1]`` (every row) or ``[N]``
+  / ``[N, 1]``; each row leaves out the items that user has seen (``""``: no user).
+* request ``parameters``: only ``id`` is read.
+* response ``parameters``: ``fallbacks``, ``stages``, ``model_versions`` and ``known_item``.
+
 Every malformed request raises :class:`~inference.errors.BadRequest` whose message starts with
 the offending field (``inputs[1] (k): 0 is outside 1..100``), answered as :func:`error_body`.
 """
@@ -29,22 +39,29 @@ the offending field (``inputs[1] (k): 0 is outside 1..100``), answered as :func:
 from __future__ import annotations
 
 import json
-import math
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 from tritonclient.grpc import service_pb2
 
+from contract.names import SIMILAR_ITEMS
 from inference.errors import BadRequest
-from inference.graph.types import RecommendRequest, RecommendResponse
+from inference.graph.types import (
+    RecommendRequest,
+    RecommendResponse,
+    SimilarRequest,
+    SimilarResponse,
+)
 from inference.protocol import limits
+from inference.protocol.oip_tensors import Inputs, Tensor, grpc_tensors, rest_tensors
+from inference.protocol.oip_tensors import type_name as _kind
 
 __all__ = [
     "CONTEXT_PARAMETERS",
     "DEFAULT_MAX_BATCH",
+    "INPUT_ITEM_ID",
     "INPUT_K",
     "INPUT_USER_ID",
     "MODEL_NAME",
@@ -52,43 +69,47 @@ __all__ = [
     "OUTPUT_ITEM_IDS",
     "OUTPUT_SCORES",
     "PLATFORM",
+    "RECOMMENDER_INPUTS",
+    "SIMILAR_INPUTS",
+    "SIMILAR_MODEL_NAME",
+    "Inputs",
     "error_body",
+    "grpc_model_config",
     "grpc_model_metadata",
     "grpc_response",
+    "model_config",
     "model_metadata",
     "parse_grpc_request",
     "parse_rest_request",
+    "parse_similar_grpc_request",
+    "parse_similar_rest_request",
     "rest_requested_outputs",
     "rest_response",
     "split_rest_body",
 ]
 
 MODEL_NAME: Final = "recommender"
+SIMILAR_MODEL_NAME: Final = SIMILAR_ITEMS
 PLATFORM: Final = "cascade_graph"
 DEFAULT_MAX_BATCH: Final = 64
 INPUT_USER_ID: Final = "user_id"
+INPUT_ITEM_ID: Final = "item_id"
 INPUT_K: Final = "k"
 OUTPUT_ITEM_IDS: Final = "item_ids"
 OUTPUT_SCORES: Final = "scores"
 OUTPUTS: Final = (OUTPUT_ITEM_IDS, OUTPUT_SCORES)
 CONTEXT_PARAMETERS: Final = ("age", "gender", "occupation")
 
-# Accepted wire datatypes per input; the first is the one model metadata advertises.
-_INPUT_TYPES: Final[dict[str, tuple[str, ...]]] = {
+RECOMMENDER_INPUTS: Final[Inputs] = {
     INPUT_USER_ID: ("BYTES", "INT64"),
     INPUT_K: ("INT64", "INT32"),
 }
+SIMILAR_INPUTS: Final[Inputs] = {
+    INPUT_ITEM_ID: ("BYTES", "INT64"),
+    INPUT_K: ("INT64", "INT32"),
+    INPUT_USER_ID: ("BYTES", "INT64"),
+}
 _OUTPUT_TYPES: Final[dict[str, str]] = {OUTPUT_ITEM_IDS: "BYTES", OUTPUT_SCORES: "FP32"}
-_INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
-    "INT32": (-(2**31), 2**31 - 1),
-    "INT64": (-(2**63), 2**63 - 1),
-}
-_INT_LAYOUT: Final[dict[str, str]] = {"INT32": "<i4", "INT64": "<i8"}
-_TYPED_FIELD: Final[dict[str, str]] = {
-    "BYTES": "bytes_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-}
 
 
 def error_body(message: str) -> dict[str, str]:
@@ -105,11 +126,13 @@ def _batch_dim(max_batch: int) -> int:
     return -1 if max_batch > 1 else 1
 
 
-def _tensor_metadata(max_batch: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _tensor_metadata(
+    max_batch: int, model_inputs: Inputs
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     batch = _batch_dim(max_batch)
     inputs = [
         {"name": name, "datatype": types[0], "shape": [batch]}
-        for name, types in _INPUT_TYPES.items()
+        for name, types in model_inputs.items()
     ]
     outputs = [
         {"name": name, "datatype": datatype, "shape": [batch, -1]}
@@ -119,33 +142,42 @@ def _tensor_metadata(max_batch: int) -> tuple[list[dict[str, Any]], list[dict[st
 
 
 def model_metadata(
-    name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH, version: str = "1"
+    name: str = MODEL_NAME,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    version: str = "1",
+    inputs: Inputs = RECOMMENDER_INPUTS,
 ) -> dict[str, Any]:
-    """REST model metadata. Only the preferred datatypes are listed (``user_id`` BYTES, ``k``
-    INT64); INT64 ids, INT32 k and ``[N, 1]`` shapes are accepted too. The batch dim is ``-1``,
-    or ``1`` when ``max_batch`` is 1, the only place metadata can express the limit."""
-    inputs, outputs = _tensor_metadata(max_batch)
+    """REST model metadata of the model with ``inputs`` (the recommender's by default). Only
+    the preferred datatypes are listed (``user_id`` BYTES, ``k`` INT64); INT64 ids, INT32 k
+    and ``[N, 1]`` shapes are accepted too. The batch dim is ``-1``, or ``1`` when
+    ``max_batch`` is 1, the only place metadata can express the limit."""
+    described, outputs = _tensor_metadata(max_batch, inputs)
     return {
         "name": name,
         "versions": [version],
         "platform": PLATFORM,
-        "inputs": inputs,
+        "inputs": described,
         "outputs": outputs,
     }
 
 
 def grpc_model_metadata(
-    name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH, version: str = "1"
+    name: str = MODEL_NAME,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    version: str = "1",
+    inputs: Inputs = RECOMMENDER_INPUTS,
 ) -> service_pb2.ModelMetadataResponse:
     """:func:`model_metadata` as the gRPC ``ModelMetadataResponse``."""
-    inputs, outputs = _tensor_metadata(max_batch)
-    Tensor = service_pb2.ModelMetadataResponse.TensorMetadata
+    described, outputs = _tensor_metadata(max_batch, inputs)
+    Metadata = service_pb2.ModelMetadataResponse.TensorMetadata
     return service_pb2.ModelMetadataResponse(
         name=name,
         versions=[version],
         platform=PLATFORM,
-        inputs=[Tensor(**t) for t in inputs],
-        outputs=[Tensor(**t) for t in outputs],
+        inputs=[Metadata(**t) for t in described],
+        outputs=[Metadata(**t) for t in outputs],
     )
 
 
@@ -158,10 +190,15 @@ _CONFIG_TYPES: Final = {
 }
 
 
-def model_config(name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH) -> dict[str, Any]:
-    """Triton's model configuration (``GET /v2/models/{name}/config``) for the graph: what
-    tritonclient's ``get_model_config`` reads; dims leave out the batch dimension."""
-    inputs, outputs = _tensor_metadata(max_batch)
+def model_config(
+    name: str = MODEL_NAME,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    inputs: Inputs = RECOMMENDER_INPUTS,
+) -> dict[str, Any]:
+    """Triton's model configuration (``GET /v2/models/{name}/config``) for a graph model:
+    what tritonclient's ``get_model_config`` reads; dims leave out the batch dimension."""
+    described, outputs = _tensor_metadata(max_batch, inputs)
 
     def entries(tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -178,166 +215,82 @@ def model_config(name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH) 
         "platform": PLATFORM,
         "max_batch_size": max_batch,
         "version_policy": {"specific": {"versions": [1]}},
-        "input": entries(inputs),
+        "input": entries(described),
         "output": entries(outputs),
     }
 
 
 def grpc_model_config(
-    name: str = MODEL_NAME, *, max_batch: int = DEFAULT_MAX_BATCH
+    name: str = MODEL_NAME,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    inputs: Inputs = RECOMMENDER_INPUTS,
 ) -> service_pb2.ModelConfigResponse:
     """:func:`model_config` as the gRPC ``ModelConfigResponse``."""
     from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2
 
     config = json_format.ParseDict(
-        model_config(name, max_batch=max_batch), model_config_pb2.ModelConfig()
+        model_config(name, max_batch=max_batch, inputs=inputs), model_config_pb2.ModelConfig()
     )
     return service_pb2.ModelConfigResponse(config=config)
 
 
-# --------------------------------------------------------------------------- request decoding
+# --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True)
-class _Tensor:
-    """One decoded input: BYTES as ``strings`` (UTF-8 checked), integers as ``ints``."""
-
-    label: str
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    strings: tuple[str, ...] = ()
-    ints: tuple[int, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return len(self.strings) if self.datatype == "BYTES" else len(self.ints)
+def _rows(tensor: Tensor | None, name: str, noun: str, max_batch: int) -> int:
+    """The batch size, from the tensor of the required per-row input ``name``."""
+    if tensor is None:
+        raise BadRequest(f"inputs: missing required input {name!r}")
+    rows = tensor.shape[0]
+    if rows < 1:
+        raise BadRequest(f"{tensor.label}: batch size is 0; send 1..{max_batch} {noun}")
+    if rows > max_batch:
+        raise BadRequest(f"{tensor.label}: batch size {rows} exceeds max_batch {max_batch}")
+    return rows
 
 
-def _fmt(dims: Iterable[object]) -> str:
-    return "[" + ", ".join(str(d) for d in dims) + "]"
+def _ids(tensor: Tensor, *, allow_empty: bool = False) -> list[str]:
+    """Catalog ids, one per element: BYTES checked as text (``""`` kept when
+    ``allow_empty``), integers as their decimal form."""
+    if tensor.datatype != "BYTES":
+        return [str(v) for v in tensor.ints]
+    return [
+        value
+        if allow_empty and value == ""
+        else limits.check_text(f"{tensor.label}: element {i}", value, limits.MAX_ID_CHARS)
+        for i, value in enumerate(tensor.strings)
+    ]
 
 
-def _kind(value: object) -> str:
-    return type(value).__name__
-
-
-def _label(index: int, name: str) -> str:
-    return f"inputs[{index}] ({name})"
-
-
-def _check_header(
-    index: int, name: object, datatype: object, shape: object, seen: dict[str, int]
-) -> tuple[str, str, tuple[int, ...]]:
-    """Name, datatype and shape of ``inputs[index]``, checked before its data is decoded."""
-    if not isinstance(name, str):
-        raise BadRequest(f"inputs[{index}]: name must be a string, got {_kind(name)}")
-    label = _label(index, name)
-    if name not in _INPUT_TYPES:
-        raise BadRequest(f"{label}: unknown input; model inputs are {', '.join(_INPUT_TYPES)}")
-    if name in seen:
-        raise BadRequest(f"{label}: duplicate input, also sent as inputs[{seen[name]}]")
-    seen[name] = index
-    allowed = _INPUT_TYPES[name]
-    if datatype not in allowed:
-        raise BadRequest(f"{label}: datatype {datatype} is not {' or '.join(sorted(allowed))}")
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape
-    ):
-        raise BadRequest(f"{label}: shape must be a list of integers")
-    dims = tuple(int(d) for d in shape)
-    if not (len(dims) == 1 or (len(dims) == 2 and dims[1] == 1)) or dims[0] < 0:
-        raise BadRequest(f"{label}: shape {_fmt(dims)} is not [N] or [N, 1]")
-    return label, str(datatype), dims
-
-
-def _utf8(label: str, position: int, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"{label}: element {position} is not valid UTF-8") from None
-
-
-def _split_bytes(label: str, raw: bytes) -> list[bytes]:
-    """Triton's BYTES wire form: per element a 4-byte little-endian length, then the bytes."""
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(raw):
-        if pos + 4 > len(raw):
-            raise BadRequest(
-                f"{label}: raw BYTES data ends inside the length prefix of element {len(out)}"
-            )
-        (length,) = struct.unpack_from("<I", raw, pos)
-        pos += 4
-        if pos + length > len(raw):
-            raise BadRequest(
-                f"{label}: raw BYTES element {len(out)} declares {length} bytes, "
-                f"{len(raw) - pos} remain"
-            )
-        out.append(bytes(raw[pos : pos + length]))
-        pos += length
-    return out
-
-
-def _from_raw(label: str, name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> _Tensor:
-    """An input sent as raw bytes (gRPC ``raw_input_contents`` or REST binary data)."""
-    if datatype == "BYTES":
-        strings = tuple(_utf8(label, i, b) for i, b in enumerate(_split_bytes(label, raw)))
-        return _sized(_Tensor(label, name, datatype, shape, strings=strings))
-    width = np.dtype(_INT_LAYOUT[datatype]).itemsize
-    if len(raw) % width:
+def _per_row(tensor: Tensor, rows: int, noun: str) -> None:
+    """Check that ``tensor`` holds one value for every row or one for all."""
+    if tensor.shape[0] not in (1, rows):
         raise BadRequest(
-            f"{label}: raw {datatype} data has {len(raw)} bytes, not a multiple of {width}"
+            f"{tensor.label}: {tensor.shape[0]} values for {rows} {noun}; send 1 or {rows}"
         )
-    ints = tuple(int(v) for v in np.frombuffer(raw, dtype=_INT_LAYOUT[datatype]).tolist())
-    return _sized(_Tensor(label, name, datatype, shape, ints=ints))
 
 
-def _sized(tensor: _Tensor) -> _Tensor:
-    """The tensor, once its element count matches its shape."""
-    expected = math.prod(tensor.shape)
-    if tensor.size != expected:
-        raise BadRequest(
-            f"{tensor.label}: shape {_fmt(tensor.shape)} does not match {tensor.size} data elements"
-        )
-    return tensor
+def _ks(tensor: Tensor | None, rows: int, noun: str, *, default_k: int, max_k: int) -> list[int]:
+    """Each row's k: the input's (one for all rows, or one per row), else ``default_k``."""
+    if tensor is None:
+        return [default_k] * rows
+    _per_row(tensor, rows, noun)
+    for k_value in tensor.ints:
+        if not 1 <= k_value <= max_k:
+            raise BadRequest(f"{tensor.label}: {k_value} is outside 1..{max_k}")
+    return list(tensor.ints) * (rows if tensor.shape[0] == 1 else 1)
 
 
-def _flatten(data: list[Any]) -> Iterator[Any]:
-    """Row-major leaves of possibly nested JSON lists (the v2 spec allows both forms)."""
-    stack: list[Iterator[Any]] = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            yield item
-        else:
-            stack.pop()
-
-
-def _from_json(label: str, name: str, datatype: str, shape: tuple[int, ...], data: Any) -> _Tensor:
-    """An input sent as JSON ``data``: strings for BYTES, integers for INT32/INT64."""
-    if not isinstance(data, list):
-        raise BadRequest(f"{label}: data must be a list, got {_kind(data)}")
-    values = list(_flatten(data))
-    if datatype == "BYTES":
-        for i, value in enumerate(values):
-            if not isinstance(value, str):
-                raise BadRequest(f"{label}: element {i} is a {_kind(value)}, not a string")
-        return _sized(_Tensor(label, name, datatype, shape, strings=tuple(values)))
-    low, high = _INT_BOUNDS[datatype]
-    for i, value in enumerate(values):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise BadRequest(f"{label}: element {i} is a {_kind(value)}, not an integer")
-        if not low <= value <= high:
-            raise BadRequest(f"{label}: element {i} ({value}) does not fit {datatype}")
-    return _sized(_Tensor(label, name, datatype, shape, ints=tuple(values)))
+def _request_id(request_id: str | None) -> str | None:
+    if request_id is not None:
+        limits.check_text("id", request_id, limits.MAX_REQUEST_ID_CHARS)
+    return request_id
 
 
 def _build(
-    tensors: Sequence[_Tensor],
+    tensors: Sequence[Tensor],
     context: dict[str, str],
     request_id: str | None,
     *,
@@ -348,38 +301,42 @@ def _build(
     """One RecommendRequest per ``user_id`` row, after the checks that span inputs."""
     by_name = {t.name: t for t in tensors}
     user = by_name.get(INPUT_USER_ID)
-    if user is None:
-        raise BadRequest(f"inputs: missing required input {INPUT_USER_ID!r}")
-    rows = user.shape[0]
-    if rows < 1:
-        raise BadRequest(f"{user.label}: batch size is 0; send 1..{max_batch} user ids")
-    if rows > max_batch:
-        raise BadRequest(f"{user.label}: batch size {rows} exceeds max_batch {max_batch}")
-    if user.datatype == "BYTES":
-        user_ids = [
-            limits.check_text(f"{user.label}: element {i}", value, limits.MAX_ID_CHARS)
-            for i, value in enumerate(user.strings)
-        ]
-    else:
-        user_ids = [str(v) for v in user.ints]
-    k_tensor = by_name.get(INPUT_K)
-    if k_tensor is None:
-        ks = [default_k] * rows
-    else:
-        if k_tensor.shape[0] not in (1, rows):
-            raise BadRequest(
-                f"{k_tensor.label}: {k_tensor.shape[0]} values for {rows} user ids; "
-                f"send 1 or {rows}"
-            )
-        for k_value in k_tensor.ints:
-            if not 1 <= k_value <= max_k:
-                raise BadRequest(f"{k_tensor.label}: {k_value} is outside 1..{max_k}")
-        ks = list(k_tensor.ints) * (rows if k_tensor.shape[0] == 1 else 1)
-    if request_id is not None:
-        limits.check_text("id", request_id, limits.MAX_REQUEST_ID_CHARS)
+    rows = _rows(user, INPUT_USER_ID, "user ids", max_batch)
+    assert user is not None
+    user_ids = _ids(user)
+    ks = _ks(by_name.get(INPUT_K), rows, "user ids", default_k=default_k, max_k=max_k)
+    request_id = _request_id(request_id)
     return [
         RecommendRequest(user_id=u, k=k, context=dict(context), request_id=request_id)
         for u, k in zip(user_ids, ks, strict=True)
+    ]
+
+
+def _build_similar(
+    tensors: Sequence[Tensor],
+    request_id: str | None,
+    *,
+    default_k: int,
+    max_k: int,
+    max_batch: int,
+) -> list[SimilarRequest]:
+    """One SimilarRequest per ``item_id`` row, after the checks that span inputs."""
+    by_name = {t.name: t for t in tensors}
+    item = by_name.get(INPUT_ITEM_ID)
+    rows = _rows(item, INPUT_ITEM_ID, "item ids", max_batch)
+    assert item is not None
+    item_ids = _ids(item)
+    ks = _ks(by_name.get(INPUT_K), rows, "item ids", default_k=default_k, max_k=max_k)
+    user = by_name.get(INPUT_USER_ID)
+    users: list[str | None] = [None] * rows
+    if user is not None:
+        _per_row(user, rows, "item ids")
+        given = _ids(user, allow_empty=True)
+        users = [u or None for u in given * (rows if user.shape[0] == 1 else 1)]
+    request_id = _request_id(request_id)
+    return [
+        SimilarRequest(item_id=i, k=k, user_id=u, request_id=request_id)
+        for i, k, u in zip(item_ids, ks, users, strict=True)
     ]
 
 
@@ -432,13 +389,16 @@ def split_rest_body(raw: bytes, header_length: int | None = None) -> tuple[dict[
     return body, bytes(binary)
 
 
-def _rest_parameters(body: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
-    """Context and request id from the body's ``id`` and ``parameters``."""
+def _rest_parameters(
+    body: Mapping[str, Any], context_keys: Sequence[str] = CONTEXT_PARAMETERS
+) -> tuple[dict[str, str], str | None]:
+    """Context (the ``context_keys`` parameters) and request id from the body's ``id`` and
+    ``parameters``."""
     params = body.get("parameters", {})
     if not isinstance(params, Mapping):
         raise BadRequest(f"parameters: expected a JSON object, got {_kind(params)}")
     context: dict[str, str] = {}
-    for key in CONTEXT_PARAMETERS:
+    for key in context_keys:
         if key in params:
             context[key] = limits.context_value(f"parameters[{key!r}]", key, params[key])
     request_id = body.get("id")
@@ -488,49 +448,7 @@ def parse_rest_request(
     ``binary_data_size`` parameter take their data from it in input order, as Triton does.
     Requested outputs are checked too, so a bad name fails before the graph runs.
     """
-    if not isinstance(body, Mapping):
-        raise BadRequest(f"body: expected a JSON object, got {_kind(body)}")
-    inputs = body.get("inputs")
-    if not isinstance(inputs, list):
-        raise BadRequest(f"inputs: expected a list of tensors, got {_kind(inputs)}")
-    seen: dict[str, int] = {}
-    tensors: list[_Tensor] = []
-    offset = 0
-    for index, raw in enumerate(inputs):
-        if not isinstance(raw, Mapping):
-            raise BadRequest(f"inputs[{index}]: expected an object, got {_kind(raw)}")
-        label, datatype, shape = _check_header(
-            index, raw.get("name"), raw.get("datatype"), raw.get("shape"), seen
-        )
-        name = str(raw["name"])
-        params = raw.get("parameters", {})
-        if not isinstance(params, Mapping):
-            raise BadRequest(f"{label}: parameters must be an object, got {_kind(params)}")
-        if "shared_memory_region" in params:
-            raise BadRequest(f"{label}: shared memory is not supported; send the data inline")
-        size = params.get("binary_data_size")
-        if size is None:
-            if "data" not in raw:
-                raise BadRequest(f"{label}: data is missing")
-            tensors.append(_from_json(label, name, datatype, shape, raw["data"]))
-            continue
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadRequest(f"{label}: binary_data_size must be a non-negative integer")
-        if "data" in raw:
-            raise BadRequest(f"{label}: both data and binary_data_size are set")
-        if offset + size > len(binary):
-            raise BadRequest(
-                f"{label}: binary_data_size {size} runs past the {len(binary)} bytes of "
-                "binary data after the JSON header"
-            )
-        chunk = binary[offset : offset + size]
-        offset += size
-        tensors.append(_from_raw(label, name, datatype, shape, chunk))
-    if offset != len(binary):
-        raise BadRequest(
-            f"body: {len(binary)} bytes of binary data follow the JSON header, "
-            f"inputs declare {offset}"
-        )
+    tensors = rest_tensors(body, binary, RECOMMENDER_INPUTS)
     rest_requested_outputs(body)
     context, request_id = _rest_parameters(body)
     return _build(
@@ -538,12 +456,32 @@ def parse_rest_request(
     )
 
 
+def parse_similar_rest_request(
+    body: Mapping[str, Any],
+    *,
+    default_k: int = 10,
+    max_k: int = 100,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    binary: bytes = b"",
+) -> list[SimilarRequest]:
+    """The ``similar_items`` requests in a v2 REST inference body (one per ``item_id`` row),
+    read as :func:`parse_rest_request` reads the recommender's."""
+    tensors = rest_tensors(body, binary, SIMILAR_INPUTS)
+    rest_requested_outputs(body)
+    _, request_id = _rest_parameters(body, ())
+    return _build_similar(
+        tensors, request_id, default_k=default_k, max_k=max_k, max_batch=max_batch
+    )
+
+
 # --------------------------------------------------------------------------- responses
 
 
-def _matrix(
-    responses: Sequence[RecommendResponse], k: int | None
-) -> tuple[int, list[str], list[float]]:
+#: An answer of one of the graph's models.
+Answer = RecommendResponse | SimilarResponse
+
+
+def _matrix(responses: Sequence[Answer], k: int | None) -> tuple[int, list[str], list[float]]:
     """Columns, then row-major ids and scores padded with ``""``/``0.0`` (cut at ``k``)."""
     width = k if k is not None else max((len(r.items) for r in responses), default=0)
     ids: list[str] = []
@@ -558,24 +496,40 @@ def _matrix(
     return width, ids, scores
 
 
-def _response_parameters(responses: Sequence[RecommendResponse]) -> dict[str, str | bool]:
-    """Graph provenance per response; JSON lists (one entry per row) when N != 1."""
-    if len(responses) == 1:
-        (r,) = responses
-        return {
-            "fallbacks": ",".join(r.fallbacks),
-            "stages": ",".join(r.stages),
-            "model_versions": json.dumps(r.model_versions, sort_keys=True),
-            "known_user": r.known_user,
-            "assignment": json.dumps(r.assignment, sort_keys=True),
-        }
-    return {
-        "fallbacks": json.dumps([r.fallbacks for r in responses]),
-        "stages": json.dumps([r.stages for r in responses]),
-        "model_versions": json.dumps([r.model_versions for r in responses], sort_keys=True),
-        "known_user": json.dumps([r.known_user for r in responses]),
-        "assignment": json.dumps([r.assignment for r in responses], sort_keys=True),
+_Provenance = list[str] | dict[str, Any] | bool
+
+
+def _provenance(response: Answer) -> dict[str, _Provenance]:
+    """How one answer was made, in the order the response parameters list it."""
+    out: dict[str, _Provenance] = {
+        "fallbacks": response.fallbacks,
+        "stages": response.stages,
+        "model_versions": response.model_versions,
     }
+    if isinstance(response, SimilarResponse):
+        out["known_item"] = response.known_item
+    else:
+        out["known_user"] = response.known_user
+        out["assignment"] = response.assignment
+    return out
+
+
+def _response_parameters(responses: Sequence[Answer]) -> dict[str, str | bool]:
+    """Graph provenance per response: lists comma-joined, objects as JSON, flags as bools;
+    JSON lists (one entry per row) when N != 1."""
+    rows = [_provenance(r) for r in responses]
+    if len(rows) == 1:
+        return {key: _parameter(value) for key, value in rows[0].items()}
+    keys = rows[0] if rows else {}
+    return {key: json.dumps([row[key] for row in rows], sort_keys=True) for key in keys}
+
+
+def _parameter(value: _Provenance) -> str | bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list):
+        return ",".join(value)
+    return json.dumps(value, sort_keys=True)
 
 
 def _output_names(outputs: Sequence[str] | None) -> list[str]:
@@ -587,7 +541,7 @@ def _output_names(outputs: Sequence[str] | None) -> list[str]:
 def rest_response(
     name: str,
     version: str,
-    responses: Sequence[RecommendResponse],
+    responses: Sequence[Answer],
     request_id: str | None,
     *,
     k: int | None = None,
@@ -643,17 +597,6 @@ def _grpc_outputs(request: service_pb2.ModelInferRequest) -> list[str]:
     )
 
 
-def _typed_contents(label: str, datatype: str, tensor: Any) -> tuple[str, ...] | tuple[int, ...]:
-    """Values from ``InferTensorContents``: only the field matching the datatype counts."""
-    field = _TYPED_FIELD[datatype]
-    values = getattr(tensor.contents, field)
-    if not values and tensor.contents.ByteSize():
-        raise BadRequest(f"{label}: {datatype} data must be in contents.{field}")
-    if datatype == "BYTES":
-        return tuple(_utf8(label, i, bytes(b)) for i, b in enumerate(values))
-    return tuple(int(v) for v in values)
-
-
 def parse_grpc_request(
     request: service_pb2.ModelInferRequest,
     *,
@@ -666,51 +609,52 @@ def parse_grpc_request(
     Data may come as ``raw_input_contents`` (one entry per input, what tritonclient sends) or
     typed ``contents``; requested outputs are checked here so a bad name fails early.
     """
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise BadRequest(
-            f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs; "
-            "send one per input or none"
-        )
-    seen: dict[str, int] = {}
-    tensors: list[_Tensor] = []
-    for index, tensor in enumerate(request.inputs):
-        label, datatype, shape = _check_header(
-            index, tensor.name, tensor.datatype, list(tensor.shape), seen
-        )
-        if "shared_memory_region" in tensor.parameters:
-            raise BadRequest(f"{label}: shared memory is not supported; send the data inline")
-        if raw:
-            if tensor.contents.ByteSize():
-                raise BadRequest(f"{label}: both contents and raw_input_contents are set")
-            tensors.append(_from_raw(label, tensor.name, datatype, shape, bytes(raw[index])))
-            continue
-        values = _typed_contents(label, datatype, tensor)
-        if datatype == "BYTES":
-            strings = tuple(str(v) for v in values)
-            tensors.append(_sized(_Tensor(label, tensor.name, datatype, shape, strings=strings)))
-        else:
-            ints = tuple(int(v) for v in values)
-            tensors.append(_sized(_Tensor(label, tensor.name, datatype, shape, ints=ints)))
+    tensors = grpc_tensors(request, RECOMMENDER_INPUTS)
     _grpc_outputs(request)
-    params = request.parameters
-    context = {
-        key: limits.context_value(
-            f"parameters[{key!r}]", key, _grpc_context_param(f"parameters[{key!r}]", params[key])
-        )
-        for key in CONTEXT_PARAMETERS
-        if key in params
-    }
-    request_id: str | None = request.id or None
-    if request_id is None and "id" in params:
-        request_id = _grpc_string_param("parameters['id']", params["id"]) or None
+    context, request_id = _grpc_parameters(request, CONTEXT_PARAMETERS)
     return _build(
         tensors, context, request_id, default_k=default_k, max_k=max_k, max_batch=max_batch
     )
 
 
+def parse_similar_grpc_request(
+    request: service_pb2.ModelInferRequest,
+    *,
+    default_k: int = 10,
+    max_k: int = 100,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> list[SimilarRequest]:
+    """The ``similar_items`` requests in a gRPC ``ModelInferRequest`` (one per ``item_id``
+    row), read as :func:`parse_grpc_request` reads the recommender's."""
+    tensors = grpc_tensors(request, SIMILAR_INPUTS)
+    _grpc_outputs(request)
+    _, request_id = _grpc_parameters(request, ())
+    return _build_similar(
+        tensors, request_id, default_k=default_k, max_k=max_k, max_batch=max_batch
+    )
+
+
+def _grpc_parameters(
+    request: service_pb2.ModelInferRequest, context_keys: Sequence[str]
+) -> tuple[dict[str, str], str | None]:
+    """Context (the ``context_keys`` parameters) and request id, as :func:`_rest_parameters`."""
+    params = request.parameters
+    context = {
+        key: limits.context_value(
+            f"parameters[{key!r}]", key, _grpc_context_param(f"parameters[{key!r}]", params[key])
+        )
+        for key in context_keys
+        if key in params
+    }
+    request_id: str | None = request.id or None
+    if request_id is None and "id" in params:
+        request_id = _grpc_string_param("parameters['id']", params["id"]) or None
+    return context, request_id
+
+
 def _serialize_bytes(values: Iterable[str]) -> bytes:
-    """Triton's BYTES raw form (see :func:`_split_bytes`), what ``as_numpy`` decodes."""
+    """Triton's BYTES raw form (as :mod:`~inference.protocol.oip_tensors` reads it), what
+    ``as_numpy`` decodes."""
     parts: list[bytes] = []
     for value in values:
         encoded = value.encode("utf-8")
@@ -722,7 +666,7 @@ def _serialize_bytes(values: Iterable[str]) -> bytes:
 def grpc_response(
     name: str,
     version: str,
-    responses: Sequence[RecommendResponse],
+    responses: Sequence[Answer],
     request: service_pb2.ModelInferRequest | None = None,
     *,
     k: int | None = None,

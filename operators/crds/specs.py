@@ -347,10 +347,23 @@ class RerankStage(Spec):
     deny_items: list[str] = Field(default_factory=list, max_length=10_000)
 
 
+class SimilarStage(Spec):
+    """Similar items (``/v1/similar``). Fallbacks: the embeddings alone, then popular items."""
+
+    budget_ms: float = Field(default=_GRAPH.budgets.similar_ms, gt=0, le=10_000)
+    candidates: int = Field(
+        default=_GRAPH.similar_candidates,
+        ge=1,
+        le=10_000,
+        description="Items gathered by embedding, besides the neighbours, before re-rank.",
+    )
+
+
 class Stages(Spec):
     retrieval: RetrievalStage = RetrievalStage()
     ranking: RankingStage = RankingStage()
     rerank: RerankStage = RerankStage()
+    similar: SimilarStage = SimilarStage()
 
 
 class ReplicaBounds(Spec):
@@ -455,7 +468,8 @@ class InferenceGraphSpec(Spec):
     @model_validator(mode="after")
     def _budgets_fit(self) -> Self:
         s = self.stages
-        if max(s.retrieval.budget_ms, s.ranking.budget_ms, s.rerank.budget_ms) > self.deadline_ms:
+        budgets = (s.retrieval.budget_ms, s.ranking.budget_ms, s.rerank.budget_ms)
+        if max(*budgets, s.similar.budget_ms) > self.deadline_ms:
             raise ValueError(f"stages: a stage budget exceeds deadlineMs ({self.deadline_ms:g})")
         return self
 

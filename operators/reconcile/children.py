@@ -126,10 +126,12 @@ def graph_config(inputs: GraphInputs) -> dict[str, Any]:
     s = inputs.spec.stages
     overrides = {
         "candidates": s.retrieval.candidates,
+        "similar_candidates": s.similar.candidates,
         "budgets": {
             "retrieval_ms": s.retrieval.budget_ms,
             "ranking_ms": s.ranking.budget_ms,
             "rerank_ms": s.rerank.budget_ms,
+            "similar_ms": s.similar.budget_ms,
             "total_ms": inputs.spec.deadline_ms,
         },
         "rerank": {"mmr_lambda": s.rerank.mmr_lambda, "deny_items": list(s.rerank.deny_items)},

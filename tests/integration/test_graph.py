@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import time
 import urllib.error
@@ -21,6 +22,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from contract.graph_config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
+from contract.names import SIMILAR_FILE, USER_TOWER
 from inference.graph.catalog import Catalog
 from inference.graph.launcher import GraphServer, haproxy_folder
 from inference.triton.server import free_port
@@ -86,6 +88,7 @@ def redeploy(graph: GraphServer) -> Iterator[Any]:
     yield graph.redeploy
     graph.redeploy(
         graph=original.graph,
+        repository=original.repository,
         triton_grpc=original.triton_grpc,
         ranking_placement=original.ranking_placement,
         experiments=None,
@@ -699,3 +702,179 @@ def test_experiment_variants_serve_their_config_and_log_exposures(
         urllib.request.urlopen(f"{graph.url}/v1/experiments/nope")
     missing.value.close()  # the error holds the response's socket
     assert missing.value.code == 404
+
+
+# --------------------------------------------------------------------------- similar items
+
+#: Star Wars (1977), in every MovieLens-100k build; user 42 has seen it and plenty else.
+SIMILAR_TO = "50"
+
+
+def similar(graph: GraphServer, item: str, k: int = 10, **extra: Any) -> dict[str, Any]:
+    status, body, _ = post(f"{graph.url}/v1/similar", {"item_id": item, "k": k, **extra})
+    assert status == 200, body
+    answer: dict[str, Any] = body
+    return answer
+
+
+def answered(answer: dict[str, Any]) -> list[str]:
+    return [i["item_id"] for i in answer["items"]]
+
+
+def neighbours_of(directory: Path, index: int) -> set[int]:
+    from scipy import sparse
+
+    matrix = sparse.load_npz(directory / SIMILAR_FILE).tocsr()
+    return {int(i) for i in matrix.indices[matrix.indptr[index] : matrix.indptr[index + 1]]}
+
+
+def test_similar_items_over_json_and_both_oip_clients(
+    graph: GraphServer, catalog: Catalog, movielens_repo: Path
+) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    directory = ModelRepository(movielens_repo).version_dir(USER_TOWER, 1)
+    query = catalog.item_index[SIMILAR_TO]
+    seen = {catalog.item_ids[i] for i in catalog.seen(catalog.user_index["42"])}
+    assert SIMILAR_TO in seen  # so leaving the query out is not what leaves seen items out
+    first, again = similar(graph, SIMILAR_TO, user_id="42"), similar(graph, SIMILAR_TO, user_id=42)
+    assert answered(first) == answered(again)
+    assert len(first["items"]) == 10
+    assert set(answered(first)) <= set(catalog.item_ids)
+    assert SIMILAR_TO not in answered(first)
+    assert not seen & set(answered(first))
+    assert all(i["title"] for i in first["items"])
+    assert first["known_item"] is True
+    assert first["stages"] == ["features", "similar", "rerank"]
+    assert first["model_versions"] == {USER_TOWER: 1}
+    # Whether this build has neighbours decides the fallback; the next test serves the other
+    # case from a copy of the repository.
+    anyone = similar(graph, SIMILAR_TO)
+    if (directory / SIMILAR_FILE).is_file():
+        assert first["fallbacks"] == []
+        # The first pick has the highest score: a neighbour's, whatever MMR does next.
+        assert catalog.item_index[answered(anyone)[0]] in neighbours_of(directory, query)
+    else:
+        assert first["fallbacks"] == ["similar:embeddings"]
+    assert SIMILAR_TO not in answered(anyone)
+    assert len(anyone["items"]) == 10
+
+    for module, url in (
+        (httpclient, graph.url.removeprefix("http://")),
+        (grpcclient, graph.grpc_url),
+    ):
+        client = module.InferenceServerClient(url)
+        try:
+            assert client.is_model_ready("similar_items")
+            metadata = client.get_model_metadata("similar_items")
+            names = (
+                [t["name"] for t in metadata["inputs"]]
+                if isinstance(metadata, dict)
+                else [t.name for t in metadata.inputs]
+            )
+            assert names == ["item_id", "k", "user_id"]
+            item = module.InferInput("item_id", [1], "BYTES")
+            item.set_data_from_numpy(np.array([SIMILAR_TO.encode()], dtype=object))
+            k = module.InferInput("k", [1], "INT32")
+            k.set_data_from_numpy(np.array([10], dtype=np.int32))
+            user = module.InferInput("user_id", [1], "BYTES")
+            user.set_data_from_numpy(np.array([b"42"], dtype=object))
+            result = client.infer("similar_items", [item, k, user])
+            got = [
+                v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("item_ids")[0]
+            ]
+            assert got == answered(first)
+            assert result.as_numpy("scores").shape == (1, 10)
+            np.testing.assert_allclose(
+                result.as_numpy("scores")[0], [i["score"] for i in first["items"]], rtol=1e-5
+            )
+        finally:
+            client.close()
+
+
+def test_similar_items_for_unknown_items_and_bad_requests(
+    graph: GraphServer, catalog: Catalog
+) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    unknown = similar(graph, "no-such-item", k=5)
+    assert unknown["known_item"] is False
+    assert unknown["stages"] == ["cold_start", "rerank"]
+    pool = {catalog.item_ids[i] for i in catalog.popular_for({}, 50)}
+    assert set(answered(unknown)) <= pool
+    for body, field in (
+        ({"k": 5}, "item_id: required"),
+        ({"item_id": "50", "k": 0}, "k: 0 is outside"),
+        ({"item_id": True}, "item_id: expected a string or an integer"),
+        ({"item_id": "50", "user_id": ""}, "user_id: must not be empty"),
+        ({"item_id": "50", "context": {}}, "context: unknown field"),
+    ):
+        status, answer, _ = post(f"{graph.url}/v1/similar", body)
+        assert (status, set(answer)) == (400, {"error"}), answer
+        assert field in answer["error"]
+    status, answer, _ = post(f"{graph.url}/v2/models/similar_items/infer", OIP_ONE_USER)
+    assert status == 400
+    assert "missing required input 'item_id'" in answer["error"]
+    status, config = get(f"{graph.url}/v2/models/similar_items/config")
+    assert [i["name"] for i in config["input"]] == ["item_id", "k", "user_id"]
+    assert get(f"{graph.url}/v2/models/similar_items/versions/7")[0] == 404
+    client = grpcclient.InferenceServerClient(graph.grpc_url)
+    try:
+        item = grpcclient.InferInput("item_id", [1], "BYTES")
+        item.set_data_from_numpy(np.array([b"50"], dtype=object))
+        k = grpcclient.InferInput("k", [1], "INT32")
+        k.set_data_from_numpy(np.array([0], dtype=np.int32))
+        with pytest.raises(InferenceServerException) as error:
+            client.infer("similar_items", [item, k])
+        assert "INVALID_ARGUMENT" in str(error.value.status())
+        assert "k" in error.value.message()
+    finally:
+        client.close()
+
+
+def test_similar_items_follow_the_versions_neighbours_file(
+    graph: GraphServer, redeploy: Any, catalog: Catalog, movielens_repo: Path, tmp_path: Path
+) -> None:
+    """The case the session's build does not show: a copy of the repository whose user tower
+    version gains hand-made neighbours (or loses the build's). Re-rank by score only
+    (``mmr_lambda`` 1), so the order is the rule's."""
+    from scipy import sparse
+
+    copy = tmp_path / "model_repo"
+    shutil.copytree(movielens_repo, copy)
+    directory = ModelRepository(copy).version_dir(USER_TOWER, 1)
+    had_neighbours = (directory / SIMILAR_FILE).is_file()
+    n = catalog.n_items
+    query = catalog.item_index[SIMILAR_TO]
+    weights = {(query + 1) % n: 0.9, (query + 7) % n: 0.6, (query + 13) % n: 0.3}
+    if had_neighbours:
+        (directory / SIMILAR_FILE).unlink()
+    else:
+        rows = np.repeat(np.arange(n), 3)
+        cols = np.concatenate([[(i + 1) % n, (i + 7) % n, (i + 13) % n] for i in range(n)])
+        data = np.tile(np.array([0.9, 0.6, 0.3], dtype=np.float32), n)
+        sparse.save_npz(directory / SIMILAR_FILE, sparse.csr_matrix((data, (rows, cols)), (n, n)))
+    redeploy(graph=RELAXED.with_overrides({"rerank": {"mmr_lambda": 1.0}}), repository=copy)
+    answer = similar(graph, SIMILAR_TO)
+    items = [catalog.item_index[i] for i in answered(answer)]
+    assert len(items) == 10
+    assert query not in items
+    if had_neighbours:
+        assert answer["fallbacks"] == ["similar:embeddings"]
+        # Scores are the embeddings' cosines, best first, and nothing left out beats them.
+        embeddings = np.load(directory / "item_embeddings.npy")
+        cosine = embeddings @ embeddings[query]
+        scores = [i["score"] for i in answer["items"]]
+        np.testing.assert_allclose(scores, cosine[items], atol=1e-5)
+        assert scores == sorted(scores, reverse=True)
+        rest = np.delete(cosine, [query, *items])
+        assert rest.max() <= min(scores) + 1e-5
+    else:
+        assert answer["fallbacks"] == []
+        assert items[:3] == list(weights)  # neighbours first, heaviest first
+        seen = set(catalog.seen(catalog.user_index["42"]).tolist())
+        for_42 = [catalog.item_index[i] for i in answered(similar(graph, SIMILAR_TO, user_id="42"))]
+        assert not seen & set(for_42)
+        assert [i for i in for_42 if i in weights] == [i for i in weights if i not in seen]

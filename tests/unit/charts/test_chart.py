@@ -938,3 +938,5 @@ def test_the_values_graph_defaults_are_the_data_planes() -> None:
     assert stages["ranking"]["budgetMs"] == defaults.budgets.ranking_ms
     assert stages["rerank"]["budgetMs"] == defaults.budgets.rerank_ms
     assert stages["rerank"]["mmrLambda"] == defaults.rerank.mmr_lambda
+    assert stages["similar"]["budgetMs"] == defaults.budgets.similar_ms
+    assert stages["similar"]["candidates"] == defaults.similar_candidates
