@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -46,43 +45,14 @@ from inference.traffic import (  # noqa: E402
     GrpcRecommendClient,
     HttpRecommendClient,
     LoadResult,
+    degradation,
+    metric_totals,
     percentile_table,
     run_load,
 )
 
 USERS = [str(u) for u in range(1, 944)]
 K = 10
-
-
-def _metric_totals(url: str) -> dict[str, float]:
-    """Requests answered, degraded requests, and each fallback's count, from /metrics."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    totals: dict[str, float] = {"requests": 0.0, "degraded": 0.0}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name.startswith("cascade_requests_total{"):
-            totals["requests"] += float(value)
-        elif name == "cascade_degraded_requests_total":
-            totals["degraded"] += float(value)
-        elif name.startswith("cascade_fallbacks_total{"):
-            labels = dict(part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(","))
-            key = f"{labels['stage'].strip(chr(34))}:{labels['fallback'].strip(chr(34))}"
-            totals[key] = totals.get(key, 0.0) + float(value)
-    return totals
-
-
-def _degradation(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    served = after["requests"] - before["requests"]
-    if not served:
-        return {"fallback_rate": None, "fallbacks": {}}
-    kinds = {
-        key: round((after[key] - before.get(key, 0.0)) / served, 4)
-        for key in after
-        if key not in ("requests", "degraded") and after[key] > before.get(key, 0.0)
-    }
-    rate = (after["degraded"] - before["degraded"]) / served
-    return {"fallback_rate": round(rate, 4), "fallbacks": kinds}
 
 
 async def _levels(
@@ -102,12 +72,12 @@ async def _levels(
                     assert grpc_url is not None
                     async with GrpcRecommendClient(grpc_url) as grpc:
                         sender = grpc.sender("recommender", USERS, K)
-                        before = _metric_totals(url)
+                        before = metric_totals(url)
                         result = await run_load(
                             sender, concurrency=level, duration_s=seconds, warmup_s=1.0
                         )
                 else:
-                    before = _metric_totals(url) if grpc_url else {}
+                    before = metric_totals(url) if grpc_url else {}
                     result = await run_load(
                         http.sender(url, USERS, K),
                         concurrency=level,
@@ -116,7 +86,7 @@ async def _levels(
                     )
                 row = result.to_dict()
                 if grpc_url:  # ours: fallbacks from the graph's own counters
-                    row.update(_degradation(before, _metric_totals(url)))
+                    row.update(degradation(before, metric_totals(url)))
                 out[f"{protocol}_c{level}"] = row
                 results[f"{protocol} c{level}"] = result
                 print(

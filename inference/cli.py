@@ -74,7 +74,13 @@ def _demo(args: argparse.Namespace) -> int:
     from contract.cli import main as cascade
     from contract.repository import RepositoryReader
     from inference.graph.launcher import recommend
-    from inference.traffic import HttpRecommendClient, percentile_table, run_load
+    from inference.traffic import (
+        HttpRecommendClient,
+        degradation,
+        metric_totals,
+        percentile_table,
+        run_load,
+    )
 
     repo = Path(args.repo)
     if not repo.is_dir() or not RepositoryReader(repo).versions("user_tower"):
@@ -88,11 +94,16 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\ngraph ready at {server.url} (gRPC {server.grpc_url})\n", flush=True)
         users = [str(u) for u in range(1, 944)]
 
+        quality: dict[str, float | None] = {}
+        fallback_shares: dict[str, dict[str, float]] = {}
+
         async def traffic() -> dict[str, Any]:
             results = {}
             async with HttpRecommendClient() as client:
                 for concurrency in (1, 8):
-                    results[f"/v1/recommend c{concurrency}"] = await run_load(
+                    name = f"/v1/recommend c{concurrency}"
+                    before = metric_totals(server.url)
+                    results[name] = await run_load(
                         client.sender(server.url, users, 10),
                         concurrency=concurrency,
                         duration_s=args.seconds,
@@ -100,13 +111,21 @@ def _demo(args: argparse.Namespace) -> int:
                         progress=True,
                         desc=f"traffic c{concurrency}",
                     )
+                    # The warm-up's answers count too: they were served under the same load.
+                    delta = degradation(before, metric_totals(server.url))
+                    quality[name] = delta["fallback_rate"]
+                    fallback_shares[name] = delta["fallbacks"]
             return results
 
         results = asyncio.run(traffic())
         for user in ("1", "42", "405"):
             answer = recommend(server.url, user, k=5)
-            fallbacks = answer.get("fallbacks") or "none"
-            print(f"\nuser {user}: top 5 (fallbacks: {fallbacks}, {answer['latency_ms']:.1f} ms)")
+            fallbacks: list[str] = answer.get("fallbacks") or []  # type: ignore[assignment]
+            label = f"fallbacks: {', '.join(fallbacks)}" if fallbacks else "full quality"
+            print(
+                f"\nuser {user}: top 5 ({label}; scores: {answer.get('score_source')}; "
+                f"{answer['latency_ms']:.1f} ms)"
+            )
             items: list[dict[str, Any]] = answer["items"]  # type: ignore[assignment]
             for rank, item in enumerate(items, 1):
                 genres = ", ".join(item["genres"])
@@ -116,8 +135,13 @@ def _demo(args: argparse.Namespace) -> int:
         cold = recommend(server.url, "new-user-123", k=3)
         titles = "; ".join(str(i["title"]) for i in cold["items"])  # type: ignore[attr-defined]
         print(f"\nunknown user: popular picks: {titles}")
-        print("\nlatency (HTTP, end to end from a client on this machine):")
-        print(percentile_table(results))
+        print("\nlatency (HTTP, end to end from a client on this machine), and the share of")
+        print("answers served at full quality (every stage ran, no fallback):")
+        print(percentile_table(results, quality))
+        for name, kinds in fallback_shares.items():
+            if kinds:
+                shares = ", ".join(f"{kind} {share:.1%}" for kind, share in kinds.items())
+                print(f"  {name} fallbacks: {shares}")
         return 0
     except KeyboardInterrupt:
         return 130

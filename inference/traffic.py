@@ -20,6 +20,7 @@ import json
 import math
 import struct
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -388,15 +389,58 @@ def _fmt(value: float, digits: int) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def percentile_table(results: Mapping[str, LoadResult]) -> str:
-    """A fixed-width table of the headline numbers, one row per named run, for console output."""
+def metric_totals(url: str) -> dict[str, float]:
+    """Requests answered, degraded requests, and each fallback's count, from /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    totals: dict[str, float] = {"requests": 0.0, "degraded": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("cascade_requests_total{"):
+            totals["requests"] += float(value)
+        elif name == "cascade_degraded_requests_total":
+            totals["degraded"] += float(value)
+        elif name.startswith("cascade_fallbacks_total{"):
+            labels = dict(part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(","))
+            key = f"{labels['stage'].strip(chr(34))}:{labels['fallback'].strip(chr(34))}"
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
+def degradation(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Between two :func:`metric_totals` readings: the share of answers that carried a
+    fallback (None when none were answered) and each fallback's share."""
+    served = after["requests"] - before["requests"]
+    if not served:
+        return {"fallback_rate": None, "fallbacks": {}}
+    kinds = {
+        key: round((after[key] - before.get(key, 0.0)) / served, 4)
+        for key in after
+        if key not in ("requests", "degraded") and after[key] > before.get(key, 0.0)
+    }
+    rate = (after["degraded"] - before["degraded"]) / served
+    return {"fallback_rate": round(rate, 4), "fallbacks": kinds}
+
+
+def percentile_table(
+    results: Mapping[str, LoadResult], quality: Mapping[str, float | None] | None = None
+) -> str:
+    """A fixed-width table of the headline numbers, one row per named run, for console output;
+    with ``quality`` (run -> fallback rate, from :func:`degradation`), a column with the share
+    of answers served at full quality (no fallback)."""
     width = max([len("name"), *(len(name) for name in results)])
     header = f"{'name':<{width}}  {'conc':>5}  {'rps':>9}  {'p50 ms':>8}  {'p99 ms':>8}  errors"
+    if quality is not None:
+        header += "  full quality"
     lines = [header, "-" * len(header)]
     for name, r in results.items():
         errors = f"{r.errors} ({r.error_rate:.1%})" if r.errors else "0"
-        lines.append(
+        line = (
             f"{name:<{width}}  {r.concurrency:>5}  {r.rps:>9.1f}  {_fmt(r.p50_ms, 2):>8}  "
-            f"{_fmt(r.p99_ms, 2):>8}  {errors}"
+            f"{_fmt(r.p99_ms, 2):>8}  {errors:<6}"
         )
+        if quality is not None:
+            rate = quality.get(name)
+            line += f"  {'-' if rate is None else f'{1.0 - rate:.1%}':>12}"
+        lines.append(line.rstrip())
     return "\n".join(lines)

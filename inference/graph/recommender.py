@@ -139,6 +139,7 @@ class Recommender:
             known_user=user is not None,
             latency_ms=(self._clock() - start) * 1000.0,
             stage_ms=stage_ms,
+            score_source=score_source(user is not None, fallbacks),
         )
 
     # ---- stages ----------------------------------------------------------------------------
@@ -173,6 +174,20 @@ class Recommender:
     def _item(self, index: int, score: float) -> ScoredItem:
         item_id, title, genres = self.catalog.describe(index)
         return ScoredItem(item_id=item_id, score=round(score, 6), title=title, genres=genres)
+
+
+def score_source(known_user: bool, fallbacks: list[str]) -> str:
+    """Which stage's score a response's items carry (:data:`~inference.graph.types.SCORE_SOURCES`),
+    from the fallbacks that fired."""
+    if not known_user or "retrieval:popular" in fallbacks:
+        return "popularity"
+    if "ranking:retrieval_order" in fallbacks:
+        return "two_tower"
+    for name in fallbacks:
+        stage, _, used = name.partition(":")
+        if stage == "combiner":
+            return used
+    return "combiner"
 
 
 def _rank_scores(n: int) -> FloatArray:

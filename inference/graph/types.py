@@ -33,6 +33,13 @@ class ScoredItem:
     genres: tuple[str, ...] = ()
 
 
+#: What a recommendation's scores can be: the combiner's probability (full quality), one
+#: ranker's logit (the combiner fell back to it), the two-tower inner product (ranking fell
+#: back to retrieval order) or 1/rank of a popularity list (cold start, or retrieval fell
+#: back); each times the boost of any business rule that matched the item.
+SCORE_SOURCES = ("combiner", "ranker_dcn", "ranker_mlp", "two_tower", "popularity")
+
+
 @dataclass
 class RecommendResponse:
     user_id: str
@@ -44,6 +51,9 @@ class RecommendResponse:
     latency_ms: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
     assignment: dict[str, str] = field(default_factory=dict)
+    #: What the items' scores are (:data:`SCORE_SOURCES`); items are in re-ranked order, so
+    #: genre diversity and business rules may put a lower score above a higher one.
+    score_source: str = "combiner"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +63,7 @@ class RecommendResponse:
             "stages": list(self.stages),
             "fallbacks": list(self.fallbacks),
             "known_user": self.known_user,
+            "score_source": self.score_source,
             "latency_ms": self.latency_ms,
             "stage_ms": dict(self.stage_ms),
             "assignment": dict(self.assignment),

@@ -20,7 +20,8 @@ Signature of the model:
   largest requested; a row with fewer items is padded with ``""`` and ``0.0``, so clients spot
   padding by the empty id (a real score may be anything, NaN would poison sums).
 * response ``parameters``: ``fallbacks`` and ``stages`` (comma-joined), ``model_versions`` and
-  ``assignment`` (JSON objects as strings), ``known_user`` (bool). For ``N > 1`` each is a JSON
+  ``assignment`` (JSON objects as strings), ``known_user`` (bool), ``score_source`` (what the
+  scores are: ``combiner``, a ranker, ``two_tower`` or ``popularity``). For ``N > 1`` each is a JSON
   string holding one entry per row, since v2 parameter values cannot be lists.
 
 Signature of ``similar_items`` (:func:`parse_similar_rest_request`,
@@ -496,7 +497,7 @@ def _matrix(responses: Sequence[Answer], k: int | None) -> tuple[int, list[str],
     return width, ids, scores
 
 
-_Provenance = list[str] | dict[str, Any] | bool
+_Provenance = list[str] | dict[str, Any] | bool | str
 
 
 def _provenance(response: Answer) -> dict[str, _Provenance]:
@@ -511,6 +512,7 @@ def _provenance(response: Answer) -> dict[str, _Provenance]:
     else:
         out["known_user"] = response.known_user
         out["assignment"] = response.assignment
+        out["score_source"] = response.score_source
     return out
 
 
@@ -525,7 +527,7 @@ def _response_parameters(responses: Sequence[Answer]) -> dict[str, str | bool]:
 
 
 def _parameter(value: _Provenance) -> str | bool:
-    if isinstance(value, bool):
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, list):
         return ",".join(value)

@@ -25,6 +25,7 @@ from inference.traffic import (
     HttpRecommendClient,
     LoadResult,
     RequestFailed,
+    degradation,
     percentile_table,
     run_load,
     run_load_sync,
@@ -278,3 +279,20 @@ def test_percentile_table_layout() -> None:
     assert lines[0].split() == ["name", "conc", "rps", "p50", "ms", "p99", "ms", "errors"]
     assert len({len(line.rstrip()) for line in lines[2:]}) == 1
     assert lines[2].split() == ["rest", "4", "100.0", "5.00", "7.00", "0"]
+
+
+def test_percentile_table_shows_the_full_quality_share() -> None:
+    r = LoadResult(4, 100, 0, 0.0, 1.0, 100.0, 5.0, 6.0, 7.0, 5.5, {})
+    lines = percentile_table({"c1": r, "c8": r}, {"c1": 0.0, "c8": 0.25}).splitlines()
+    assert lines[0].split()[-2:] == ["full", "quality"]
+    assert lines[2].split()[-1] == "100.0%"
+    assert lines[3].split()[-1] == "75.0%"
+
+
+def test_degradation_reads_the_graphs_counters_between_two_readings() -> None:
+    before = {"requests": 10.0, "degraded": 2.0, "ranking:truncated": 2.0}
+    after = {"requests": 30.0, "degraded": 7.0, "ranking:truncated": 4.0, "retrieval:popular": 3.0}
+    seen = degradation(before, after)
+    assert seen["fallback_rate"] == 0.25
+    assert seen["fallbacks"] == {"ranking:truncated": 0.1, "retrieval:popular": 0.15}
+    assert degradation(after, after)["fallback_rate"] is None

@@ -139,6 +139,8 @@ def test_happy_path_runs_every_stage_without_fallbacks(graph: Graph, catalog: Ca
     assert response.stages == ["features", "retrieval", "ranking", "rerank"]
     assert response.fallbacks == []
     assert response.known_user
+    assert response.score_source == "combiner"
+    assert response.to_dict()["score_source"] == "combiner"
     assert response.user_id == "u0"
     assert ids(response) == RANKED_ORDER
     seen = {catalog.item_ids[i] for i in catalog.seen(0)}
@@ -182,6 +184,7 @@ def test_k_items_come_back_and_none_seen(graph: Graph, catalog: Catalog, k: int)
 def test_an_unknown_user_gets_popular_items_for_the_context(graph: Graph) -> None:
     response = graph.ask("nobody", k=3)
     assert not response.known_user
+    assert response.score_source == "popularity"
     assert response.stages == ["features", "cold_start", "rerank"]
     assert response.fallbacks == []
     assert ids(response) == ["i0", "i1", "i2"]  # global popularity
@@ -199,6 +202,7 @@ def test_retrieval_failing_falls_back_to_popular_and_skips_ranking(
     graph = Graph(catalog, build, executor, runtime=runtime)
     response = graph.ask("u0", k=3)
     assert response.fallbacks == ["retrieval:popular"]
+    assert response.score_source == "popularity"
     assert response.stages == ["features", "rerank"]
     assert "ranking" not in response.stages
     assert graph.rank.jobs == []
@@ -238,6 +242,7 @@ def test_ranking_failing_falls_back_to_retrieval_order(
     graph = Graph(catalog, build, executor, rank=rank)
     response = graph.ask("u0", k=3)
     assert response.fallbacks == ["ranking:retrieval_order"]
+    assert response.score_source == "two_tower"
     assert response.stages == ["features", "retrieval", "rerank"]
     assert ids(response) == RETRIEVAL_ORDER
     scores = [item.score for item in response.items]
@@ -295,6 +300,7 @@ def test_a_combiner_fallback_inside_ranking_is_reported(
     graph = Graph(catalog, build, executor, rank=FakeRank(fallbacks=["combiner:ranker_mlp"]))
     response = graph.ask("u0", k=3)
     assert response.fallbacks == ["combiner:ranker_mlp"]
+    assert response.score_source == "ranker_mlp"
     assert response.stages == ["features", "retrieval", "ranking", "rerank"]
     assert ids(response) == RANKED_ORDER  # the ranking stage's scores are still used
 

@@ -267,7 +267,13 @@ def test_rest_response_decodes_with_tritonclient_and_pads_short_rows() -> None:
 
 
 def test_rest_response_single_user_parameters_and_subset() -> None:
-    one = answer("a", 2, fallbacks=["retrieval", "ranking"], assignment={"exp": "B"})
+    one = answer(
+        "a",
+        2,
+        fallbacks=["retrieval", "ranking"],
+        assignment={"exp": "B"},
+        score_source="two_tower",
+    )
     body = oip.rest_response("recommender", "1", [one], None, outputs=["item_ids"])
     assert "id" not in body
     result = http_result(body)
@@ -277,6 +283,7 @@ def test_rest_response_single_user_parameters_and_subset() -> None:
     assert params["fallbacks"] == "retrieval,ranking"
     assert params["stages"] == "retrieval,ranking"
     assert params["known_user"] is True
+    assert params["score_source"] == "two_tower"
     assert json.loads(params["model_versions"]) == {"ranker": 2, "retrieval": 1}
     assert json.loads(params["assignment"]) == {"exp": "B"}
 
