@@ -61,22 +61,53 @@ def bench_model(
     return {key: float(np.median(values)) for key, values in samples.items()}
 
 
+def complete_build(path: Path, *options: str) -> ModelRepository:
+    """The repository at ``path``, after a ``cascade build`` into it if it has no complete
+    version."""
+    repo = ModelRepository(path)
+    if not all(repo.versions(m) for m in MODELS):
+        print(f"{path} has no complete build; building one (cascade build)...", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "contract.cli", "build", "--out", str(path), "-q", *options],
+            check=True,
+            cwd=ROOT,
+        )
+        repo = ModelRepository(path)
+    return repo
+
+
+def quality(repo: ModelRepository, version: int) -> dict[str, Any]:
+    """The test-split figures a version's manifests record: the pipeline's, retrieval's and
+    the baselines' (absent from builds older than the baselines)."""
+    metrics = repo.manifest(USER_TOWER, version)["metrics"]
+    out: dict[str, Any] = {
+        "dataset": repo.manifest(USER_TOWER, version)["dataset"],
+        "popularity_ndcg10": metrics["popularity"]["ndcg@10"],
+        "popularity_recall100": metrics["popularity"]["recall@100"],
+        "retrieval_recall100": metrics["test"]["recall@100"],
+        "retrieval_recall1000": metrics["test"].get("recall@1000"),
+        "pipeline_ndcg10": metrics["pipeline"]["ndcg@10"],
+    }
+    for baseline in ("ease", "item_knn"):
+        if baseline in metrics:
+            out[f"{baseline}_ndcg10"] = metrics[baseline]["ndcg@10"]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=ROOT / "model_repo")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quantization.json")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--synthetic-repo",
+        type=Path,
+        default=ROOT / ".cache/bench/synthetic/model_repo",
+        help="a build on the synthetic generator, for its quality figures (built if absent)",
+    )
     args = parser.parse_args()
 
-    repo = ModelRepository(args.repo)
-    if not all(repo.versions(m) for m in MODELS):
-        print(f"{args.repo} has no complete build; building one (cascade build)...", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "contract.cli", "build", "--out", str(args.repo), "-q"],
-            check=True,
-            cwd=ROOT,
-        )
-        repo = ModelRepository(args.repo)
+    repo = complete_build(args.repo)
     version = max(repo.versions(USER_TOWER))
     tower_dir = repo.version_dir(USER_TOWER, version)
     features = load_features(tower_dir / FEATURES_FILE)
@@ -114,15 +145,15 @@ def main() -> int:
             "gate": gate.get("reason"),
         }
         result["models"][name] = entry
-    metrics = repo.manifest(USER_TOWER, version)["metrics"]
-    result["popularity_ndcg10"] = metrics["popularity"]["ndcg@10"]
-    result["popularity_recall100"] = metrics["popularity"]["recall@100"]
-    result["retrieval_recall100"] = metrics["test"]["recall@100"]
-    result["retrieval_recall1000"] = metrics["test"].get("recall@1000")
-    result["pipeline_ndcg10"] = metrics["pipeline"]["ndcg@10"]
-    for baseline in ("ease", "item_knn"):  # absent from builds older than the baselines
-        if baseline in metrics:
-            result[f"{baseline}_ndcg10"] = metrics[baseline]["ndcg@10"]
+    result.update(quality(repo, version))
+    synthetic = complete_build(
+        args.synthetic_repo,
+        "--dataset",
+        "synthetic",
+        "--report-dir",
+        str(args.synthetic_repo.parent / "build"),
+    )
+    result["synthetic"] = quality(synthetic, max(synthetic.versions(USER_TOWER)))
     result["gate_machine"] = repo.manifest(USER_TOWER, version)["quantization"].get("machine")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
@@ -142,6 +173,11 @@ def main() -> int:
     print(
         f"pipeline NDCG@10 {result['pipeline_ndcg10']:.4f} vs {baselines}; "
         f"retrieval Recall@100 {result['retrieval_recall100']:.4f}"
+    )
+    other = result["synthetic"]
+    print(
+        f"synthetic: pipeline NDCG@10 {other['pipeline_ndcg10']:.4f} vs EASE "
+        f"{other.get('ease_ndcg10', float('nan')):.4f}"
     )
     print(f"wrote {args.out}")
     return 0
