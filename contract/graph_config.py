@@ -69,6 +69,19 @@ class CacheConfig(_Strict):
     max_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
 
+class AnswerCacheConfig(_Strict):
+    """Ranked candidates of full-quality answers, kept per user for ``ttl_s`` (0: off) and
+    re-ranked per request, so a user who asks again within it gets the same answer without
+    retrieval or ranking. Keyed by the user's features and the served model versions, so a new
+    feature value or a rollout is a new key: nothing to flush."""
+
+    ttl_s: float = Field(0.0, ge=0)
+    max_entries: int = Field(20_000, ge=1)
+    #: Candidates kept per answer, best first: enough for re-rank to pick any ``k`` up to
+    #: ``max_k`` with room for genre diversity.
+    keep: int = Field(200, ge=1)
+
+
 class AdmissionConfig(_Strict):
     """Past ``max_in_flight`` requests in one ingress replica, new ones get 503 at once."""
 
@@ -110,6 +123,7 @@ class GraphConfig(_Strict):
     budgets: StageBudgets = StageBudgets()
     rerank: RerankConfig = RerankConfig()
     cache: CacheConfig = CacheConfig()
+    answer_cache: AnswerCacheConfig = AnswerCacheConfig()
     admission: AdmissionConfig = AdmissionConfig()
     #: Model -> version to serve; absent models serve the latest loaded version.
     model_versions: dict[str, int] = Field(default_factory=dict)

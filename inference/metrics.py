@@ -57,6 +57,11 @@ FEATURE_CACHE = Counter(
     "Feature-store cache lookups by result (hit or miss).",
     ["result"],
 )
+ANSWER_CACHE = Counter(
+    "cascade_answer_cache_lookups_total",
+    "Answer-cache lookups of known users by result (hit: retrieval and ranking skipped).",
+    ["result"],
+)
 IN_FLIGHT = Gauge(
     "cascade_in_flight_requests",
     "Requests being processed by this ingress replica.",

@@ -9,7 +9,8 @@ head of the candidate list that fits its budget ("ranking:truncated") rather tha
 Re-rank runs inline: it is arithmetic on a thousand rows, well under its budget, and has
 nothing to fall back to.
 A request only fails when its input is bad; unknown users get popular items for their
-demographic ("cold_start").
+demographic ("cold_start"). With the answer cache on (:mod:`~inference.graph.answers`), a known
+user's repeat request re-ranks their last full-quality answer ("answer_cache") instead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from contract.arrays import FloatArray, IntArray
 from contract.graph_config import GraphConfig
 from inference import metrics
 from inference.errors import BadRequest, DeadlineExceeded, InferenceError
+from inference.graph.answers import AnswerCache, answer_key
 from inference.graph.catalog import Catalog
 from inference.graph.deadline import Deadline
 from inference.graph.features import FeatureStore, UserFeatures
@@ -68,6 +70,8 @@ class Recommender:
             faults=config.faults,
             clock=clock,
         )
+        #: Full-quality answers of known users (off unless ``answer_cache.ttl_s`` > 0).
+        self.answers = AnswerCache(config.answer_cache, clock, on_lookup=_count_answer_lookup)
 
     def validate(self, request: RecommendRequest) -> None:
         if not request.user_id:
@@ -78,15 +82,14 @@ class Recommender:
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         self.validate(request)
         start = self._clock()
-        budgets = self.config.budgets
-        deadline = Deadline.after(budgets.total_ms, self._clock)
+        deadline = Deadline.after(self.config.budgets.total_ms, self._clock)
         stages: list[str] = []
         fallbacks: list[str] = []
         stage_ms: dict[str, float] = {}
 
         with self._runner.stage("features", stage_ms, stages):
             user = self.features.user(request.user_id)
-        candidates: Candidates | None = None
+        items: IntArray
         scores: FloatArray
         if user is None:
             with self._runner.stage("cold_start", stage_ms, stages):
@@ -95,37 +98,17 @@ class Recommender:
             exclude: IntArray = np.zeros(0, dtype=np.int64)
         else:
             exclude = user.seen
-            reserve = budgets.rerank_ms
-            try:
-                with self._runner.stage("retrieval", stage_ms, stages):
-                    retrieval_s = deadline.stage_timeout_s(budgets.retrieval_ms, reserve)
-                    candidates = await self._runner.run(
-                        lambda: self._retrieve(user, retrieval_s), retrieval_s, "retrieval"
-                    )
-            except (InferenceError, TimeoutError) as exc:
-                items, scores = self._popular(user, request)
-                self._runner.fallback("retrieval", "popular", fallbacks, exc)
-            if candidates is not None:
-                items, scores = candidates.items, candidates.scores
-                timeout = deadline.stage_timeout_s(budgets.ranking_ms, reserve)
-                try:
-                    if timeout <= 0:
-                        raise DeadlineExceeded("no time left for ranking")
-                    with self._runner.stage("ranking", stage_ms, stages):
-                        result = await asyncio.wait_for(
-                            self.rank(RankJob(user, candidates, self.versions), timeout, inject()),
-                            timeout,
-                        )
-                        metrics.BATCH_SIZE.observe(result.batch_size)
-                    if len(result.scores) == 0:
-                        raise DeadlineExceeded("ranking gave up on the job (failed or out of time)")
-                    # Under load only the head of the candidates is ranked ("ranking:truncated").
-                    items, scores = items[: len(result.scores)], result.scores
-                    for name in result.fallbacks:
-                        stage, _, used = name.partition(":")
-                        self._runner.fallback(stage, used, fallbacks, None)
-                except (InferenceError, TimeoutError) as exc:
-                    self._runner.fallback("ranking", "retrieval_order", fallbacks, exc)
+            key = answer_key(user, self.versions) if self.answers.enabled else None
+            cached = None if key is None else self.answers.get(key)
+            if cached is not None:
+                with self._runner.stage("answer_cache", stage_ms, stages):
+                    items, scores = cached.items, cached.scores
+            else:
+                items, scores = await self._retrieve_and_rank(
+                    user, request, deadline, stages, fallbacks, stage_ms
+                )
+                if key is not None and not fallbacks and "ranking" in stages:
+                    self.answers.put(key, items, scores)
         with self._runner.stage("rerank", stage_ms, stages):
             chosen, final = self._rerank(items, scores, request.k, exclude)
         if fallbacks:
@@ -141,6 +124,55 @@ class Recommender:
             stage_ms=stage_ms,
             score_source=score_source(user is not None, fallbacks),
         )
+
+    async def _retrieve_and_rank(
+        self,
+        user: UserFeatures,
+        request: RecommendRequest,
+        deadline: Deadline,
+        stages: list[str],
+        fallbacks: list[str],
+        stage_ms: dict[str, float],
+    ) -> tuple[IntArray, FloatArray]:
+        """Candidates from retrieval, ordered by ranking, each stage under its budget and
+        each failure a named fallback."""
+        budgets = self.config.budgets
+        reserve = budgets.rerank_ms
+        candidates: Candidates | None = None
+        items: IntArray
+        scores: FloatArray
+        try:
+            with self._runner.stage("retrieval", stage_ms, stages):
+                retrieval_s = deadline.stage_timeout_s(budgets.retrieval_ms, reserve)
+                candidates = await self._runner.run(
+                    lambda: self._retrieve(user, retrieval_s), retrieval_s, "retrieval"
+                )
+        except (InferenceError, TimeoutError) as exc:
+            items, scores = self._popular(user, request)
+            self._runner.fallback("retrieval", "popular", fallbacks, exc)
+        if candidates is None:
+            return items, scores
+        items, scores = candidates.items, candidates.scores
+        timeout = deadline.stage_timeout_s(budgets.ranking_ms, reserve)
+        try:
+            if timeout <= 0:
+                raise DeadlineExceeded("no time left for ranking")
+            with self._runner.stage("ranking", stage_ms, stages):
+                result = await asyncio.wait_for(
+                    self.rank(RankJob(user, candidates, self.versions), timeout, inject()),
+                    timeout,
+                )
+                metrics.BATCH_SIZE.observe(result.batch_size)
+            if len(result.scores) == 0:
+                raise DeadlineExceeded("ranking gave up on the job (failed or out of time)")
+            # Under load only the head of the candidates is ranked ("ranking:truncated").
+            items, scores = items[: len(result.scores)], result.scores
+            for name in result.fallbacks:
+                stage, _, used = name.partition(":")
+                self._runner.fallback(stage, used, fallbacks, None)
+        except (InferenceError, TimeoutError) as exc:
+            self._runner.fallback("ranking", "retrieval_order", fallbacks, exc)
+        return items, scores
 
     # ---- stages ----------------------------------------------------------------------------
 
@@ -174,6 +206,10 @@ class Recommender:
     def _item(self, index: int, score: float) -> ScoredItem:
         item_id, title, genres = self.catalog.describe(index)
         return ScoredItem(item_id=item_id, score=round(score, 6), title=title, genres=genres)
+
+
+def _count_answer_lookup(hit: bool) -> None:
+    metrics.ANSWER_CACHE.labels(result="hit" if hit else "miss").inc()
 
 
 def score_source(known_user: bool, fallbacks: list[str]) -> str:

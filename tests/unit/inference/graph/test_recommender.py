@@ -346,3 +346,55 @@ def test_repeat_requests_are_served_from_the_feature_cache(graph: Graph) -> None
     second = graph.ask("u0", k=3)
     assert ids(first) == ids(second)
     assert (graph.features.misses, graph.features.hits) == (1, 1)
+
+
+# ---- the answer cache -----------------------------------------------------------------------
+
+CACHED = BASE.with_overrides({"answer_cache": {"ttl_s": 60.0}})
+
+
+def test_a_repeat_request_is_answered_from_the_cache_and_re_ranked_for_its_k(
+    catalog: Catalog, build: Path, executor: ThreadPoolExecutor
+) -> None:
+    graph = Graph(catalog, build, executor, config=CACHED)
+    first = graph.ask("u0", k=3)
+    assert first.stages == ["features", "retrieval", "ranking", "rerank"]
+    again = graph.ask("u0", k=2)
+    assert again.stages == ["features", "answer_cache", "rerank"]
+    assert again.fallbacks == []
+    assert again.score_source == "combiner"
+    assert ids(again) == ids(first)[:2]
+    assert len(graph.rank.jobs) == 1  # ranked once
+    assert len(graph.runtime.calls) == 1  # the user tower called once
+    assert len(graph.recommender.answers) == 1
+    graph.ask("u5", k=2)  # another user is another key
+    assert len(graph.rank.jobs) == 2
+
+
+def test_a_degraded_answer_is_not_cached(
+    catalog: Catalog, build: Path, executor: ThreadPoolExecutor
+) -> None:
+    rank = FakeRank(fallbacks=["ranking:truncated"])
+    graph = Graph(catalog, build, executor, config=CACHED, rank=rank)
+    graph.ask("u0")
+    graph.ask("u0")
+    assert len(rank.jobs) == 2
+    assert len(graph.recommender.answers) == 0
+
+
+def test_cached_answers_expire_and_the_cache_is_off_by_default(
+    catalog: Catalog, build: Path, executor: ThreadPoolExecutor
+) -> None:
+    now = [0.0]
+    graph = Graph(catalog, build, executor, config=CACHED, clock=lambda: now[0])
+    graph.ask("u0")
+    now[0] = 59.0
+    graph.ask("u0")
+    assert len(graph.rank.jobs) == 1
+    now[0] = 61.0
+    graph.ask("u0")
+    assert len(graph.rank.jobs) == 2
+    plain = Graph(catalog, build, executor)
+    plain.ask("u0")
+    plain.ask("u0")
+    assert len(plain.rank.jobs) == 2
