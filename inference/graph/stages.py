@@ -7,6 +7,7 @@ same code run in Ray Serve replicas, in tests, and in the in-process ceiling ben
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -262,8 +263,11 @@ class Ranker:
         self.min_ranked = min_ranked
         #: (when, wall seconds per ranked candidate) of recent batches.
         self._costs: deque[tuple[float, float]] = deque(maxlen=32)
-        #: Set to pin the estimate (tests); None: the median of the last few seconds.
+        #: Set to pin the estimate (tests); None: measured over the last few seconds.
         self.fixed_seconds_per_candidate: float | None = None
+        #: Calls ranking now: the recent costs describe contention only while there is some.
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self._own_pool = pool is None
         self._pool = pool or ThreadPoolExecutor(len(RANKERS), thread_name_prefix="ranker")
         self._on_model_error = on_model_error
@@ -275,13 +279,17 @@ class Ranker:
 
     @property
     def seconds_per_candidate(self) -> float:
-        """Median cost per candidate over the last :data:`COST_WINDOW_S` seconds; 0 (rank
-        everything) when nothing was ranked lately, so a burst's cost does not outlive it."""
+        """Cost per candidate over the last :data:`COST_WINDOW_S` seconds: the median while
+        other calls are ranking (the cost under this load), the least when none is (what a call
+        costs without contention: a burst that just ended must not truncate or drop the first
+        requests after it); 0 (rank everything) when nothing was ranked lately."""
         if self.fixed_seconds_per_candidate is not None:
             return self.fixed_seconds_per_candidate
         since = time.monotonic() - COST_WINDOW_S
         recent = [cost for when, cost in self._costs if when >= since]
-        return float(np.median(recent)) if recent else 0.0
+        if not recent:
+            return 0.0
+        return float(np.median(recent)) if self._in_flight > 0 else min(recent)
 
     def catalog_for(self, versions: Mapping[str, int]) -> Catalog:
         """The catalog of the user tower version in ``versions``."""
@@ -346,14 +354,32 @@ class Ranker:
         else:
             truncated = set()
         results: list[RankResult | None] = [None] * len(jobs)
-        for key, positions in groups.items():
-            ranked = self._rank([jobs[p] for p in positions], dict(key), timeout_s)
-            for position, result in zip(positions, ranked, strict=True):
-                result.batch_size = len(jobs)
-                if position in truncated:
-                    result.fallbacks.insert(0, "ranking:truncated")
-                results[position] = result
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            for key, positions in groups.items():
+                self._rank_group(jobs, positions, dict(key), timeout_s, truncated, results)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
         return [r for r in results if r is not None]
+
+    def _rank_group(
+        self,
+        jobs: Sequence[RankJob],
+        positions: list[int],
+        versions: dict[str, int],
+        timeout_s: float | None,
+        truncated: set[int],
+        results: list[RankResult | None],
+    ) -> None:
+        """Rank the jobs at ``positions`` (one set of versions) into ``results``."""
+        ranked = self._rank([jobs[p] for p in positions], versions, timeout_s)
+        for position, result in zip(positions, ranked, strict=True):
+            result.batch_size = len(jobs)
+            if position in truncated:
+                result.fallbacks.insert(0, "ranking:truncated")
+            results[position] = result
 
     def _rank(
         self, jobs: Sequence[RankJob], versions: Mapping[str, int], timeout_s: float | None

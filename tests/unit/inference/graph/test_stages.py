@@ -4,6 +4,7 @@ the ranker feed, and ranking with its in-stage combiner fallbacks and version gr
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -589,6 +590,26 @@ def test_under_a_tight_budget_only_the_head_is_ranked(
     for model in RANKERS:
         [call] = runtime.calls_of(model)
         assert call.shapes["item_id"] == (2, 1)
+
+
+def test_the_cost_estimate_of_a_burst_does_not_outlive_its_contention(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    """While other calls rank, the median recent cost plans the batch; alone, the least:
+    the first request after a burst is ranked in full, not truncated by the burst's cost."""
+    ranker = Ranker(FakeRuntime(), catalog, VERSIONS, pool=pool, min_ranked=2)
+    now = time.monotonic()
+    for cost in (1e-6, 1.0, 1.0):  # one quiet call, two under a burst
+        ranker._costs.append((now, cost))
+    assert ranker.seconds_per_candidate == 1e-6
+    ranker._in_flight = 1  # another call is ranking now
+    assert ranker.seconds_per_candidate == 1.0
+    ranker._in_flight = 0
+    chosen = candidates(4, 2, 3, 1)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=0.05)
+    assert result.fallbacks == []
+    assert len(result.scores) == 4
+    assert ranker._in_flight == 0  # released after the call
 
 
 def test_a_combiner_version_with_item_item_weights_gets_a_fourth_score(
