@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from contract.arrays import BoolArray, IntArray
+from contract.arrays import BoolArray, FloatArray, IntArray
 from contract.features import FeatureTables, load_features
 from contract.names import CATALOG_FILE, FEATURES_FILE, IDS_FILE, SEEN_FILE
 from contract.popularity import MIN_GROUP_USERS, SegmentPopularity, age_buckets
+from inference.graph.types import ScoredItem
 
 __all__ = ["MIN_GROUP_USERS", "Catalog"]
 
@@ -133,6 +134,14 @@ class Catalog:
         labels = self.genre_labels(index)
         title = self.titles[index] if self.titles is not None else None
         return self.item_ids[index], title, labels
+
+    def scored(self, items: IntArray, scores: FloatArray) -> list[ScoredItem]:
+        """An answer's items as a response shows them, each with its score (6 decimals)."""
+        out = []
+        for index, score in zip(items, scores, strict=True):
+            item_id, title, genres = self.describe(int(index))
+            out.append(ScoredItem(item_id, round(float(score), 6), title, genres))
+        return out
 
     def demographics(self, index: int) -> dict[str, str]:
         """A known user's demographics as a request context (empty when the build had none)."""

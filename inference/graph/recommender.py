@@ -35,7 +35,7 @@ from inference.graph.rerank import rerank, resolve_deny
 from inference.graph.stage_runner import StageRunner
 from inference.graph.stages import Candidates, RankJob, RankResult, Retriever
 from inference.graph.telemetry import inject, set_attributes
-from inference.graph.types import RecommendRequest, RecommendResponse, ScoredItem
+from inference.graph.types import RecommendRequest, RecommendResponse
 
 #: Ranks one job within ``timeout_s``: in-process, or through the ranking deployment.
 RankFn = Callable[[RankJob, float, dict[str, str]], Awaitable[RankResult]]
@@ -115,7 +115,7 @@ class Recommender:
             metrics.DEGRADED.inc()
         return RecommendResponse(
             user_id=request.user_id,
-            items=[self._item(int(i), float(s)) for i, s in zip(chosen, final, strict=True)],
+            items=self.catalog.scored(chosen, final),
             model_versions=dict(self.versions),
             stages=stages,
             fallbacks=fallbacks,
@@ -202,10 +202,6 @@ class Recommender:
             context = {**self.catalog.demographics(user.index), **context}
         items = self.catalog.popular_for(context, self.config.candidates, exclude=user.seen)
         return items, _rank_scores(len(items))
-
-    def _item(self, index: int, score: float) -> ScoredItem:
-        item_id, title, genres = self.catalog.describe(index)
-        return ScoredItem(item_id=item_id, score=round(score, 6), title=title, genres=genres)
 
 
 def _count_answer_lookup(hit: bool) -> None:

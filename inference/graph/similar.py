@@ -37,7 +37,7 @@ from inference.graph.rerank import rerank, resolve_deny
 from inference.graph.stage_runner import StageRunner
 from inference.graph.stages import ItemSearch
 from inference.graph.telemetry import set_attributes
-from inference.graph.types import ScoredItem, SimilarRequest, SimilarResponse
+from inference.graph.types import SimilarRequest, SimilarResponse
 
 _EMPTY: IntArray = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
@@ -168,7 +168,7 @@ class SimilarItems:
             metrics.DEGRADED.inc()
         return SimilarResponse(
             item_id=request.item_id,
-            items=[self._item(int(i), float(s)) for i, s in zip(chosen, final, strict=True)],
+            items=self.catalog.scored(chosen, final),
             model_versions=dict(self.versions),
             stages=stages,
             fallbacks=fallbacks,
@@ -190,10 +190,6 @@ class SimilarItems:
         """The ``n`` most popular items less ``exclude``, scored by rank (1, 1/2, 1/3...)."""
         items = self.catalog.popular_for({}, n, exclude=exclude)
         return items, (1.0 / np.arange(1, len(items) + 1)).astype(np.float32)
-
-    def _item(self, index: int, score: float) -> ScoredItem:
-        item_id, title, genres = self.catalog.describe(index)
-        return ScoredItem(item_id=item_id, score=round(score, 6), title=title, genres=genres)
 
 
 def annotate(response: SimilarResponse) -> None:
