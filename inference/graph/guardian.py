@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from inference.processes import parent_and_start
+from inference.processes import kill_naming, parent_and_start
 
 Process = tuple[int, int]  # (pid, start time in clock ticks since boot)
 
@@ -58,6 +58,9 @@ def clean_up(known: set[Process], run: Path, proc: Path = Path("/proc")) -> list
             killed.append(pid)
         except (ProcessLookupError, PermissionError):
             continue
+    # Also what reads the run's files but was never seen as a descendant: an HAProxy Ray
+    # started on a config reload between two polls.
+    killed += kill_naming(run, proc)
     shutil.rmtree(run, ignore_errors=True)
     return killed
 

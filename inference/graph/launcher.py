@@ -35,6 +35,7 @@ from inference.graph.haproxy import RULES_FILE, FrontRules
 from inference.graph.haproxy import install as install_front
 from inference.graph.settings import DEFAULT_RANKING_PLACEMENT, GraphSettings, RankingPlacement
 from inference.graph.types import WARMUP_HEADER
+from inference.processes import kill_naming
 from inference.triton.server import TritonServer, free_port
 from inference.triton.supervisor import State, TritonSupervisor
 
@@ -355,6 +356,8 @@ def remove_run_directory() -> None:
         _guardian.wait()
         _guardian = None
     if _run_dir is not None:
+        # An HAProxy Ray started on a config reload outlives ray.shutdown.
+        kill_naming(_run_dir)
         shutil.rmtree(_run_dir, ignore_errors=True)
         _run_dir = None
 

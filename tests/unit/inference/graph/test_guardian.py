@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from inference.graph.guardian import descendants
+from inference.graph.guardian import clean_up, descendants
+from inference.processes import naming
 
 #: Starts the guardian, then a grandchild renamed as Ray renames its agents, then waits.
 PARENT = textwrap.dedent(
@@ -95,3 +96,47 @@ def test_a_clean_stop_leaves_the_run_alone(tmp_path: Path) -> None:
     finally:
         sibling.kill()
         sibling.wait()
+
+
+#: Like a reloaded HAProxy: started by nobody the guardian watches (a new session, its own
+#: parent gone), reading a file in the run folder.
+STRAY = textwrap.dedent(
+    """
+    import subprocess, sys
+    stray = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", sys.argv[1]],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    print(stray.pid, flush=True)
+    """
+)
+
+
+def test_a_process_reading_the_run_folder_is_killed_on_clean_up(tmp_path: Path) -> None:
+    """Ray replaces the run's HAProxy on each config reload with a process outside the tree
+    the guardian lists; cleanup finds it by the run's files it names."""
+    run = tmp_path / "cserve-reload01"
+    (run / "h").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-c", STRAY, str(run / "h" / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stray = int(done.stdout)
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", str(tmp_path / "elsewhere")]
+    )
+    try:
+        assert wait_for(lambda: naming(run) == [stray])
+        assert clean_up(set(), run) == [stray]
+        assert wait_for(lambda: not alive(stray)), "the stray reader was not killed"
+        assert not run.exists()
+        assert bystander.poll() is None  # it names another folder
+    finally:
+        bystander.kill()
+        bystander.wait()
+        if alive(stray):
+            os.kill(stray, signal.SIGKILL)
