@@ -42,6 +42,12 @@ def quotas(depth: int, available: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
+def proposals(depth: int) -> int:
+    """How many items to ask each non-tower source for: twice the largest share, room for
+    the items another source already proposed."""
+    return 2 * max(round(depth * share) for share in SHARES.values())
+
+
 def merge(lists: Mapping[str, IntArray], depth: int) -> tuple[IntArray, IntArray]:
     """Merged candidates (at most ``depth``, -1 never) and their source masks.
 

@@ -253,7 +253,7 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
     matrix = interaction_matrix(split.train, n_users, len(dataset.items))
     item_item = fit_item_item(matrix, valid_es.users, valid_es.relevant, valid_es.exclude)
     _done(stage)
-    sources = Sources.build(retrieval, index, features, item_item, split.train, dataset.users)
+    sources = Sources.build(retrieval, index, features, item_item, matrix, dataset.users)
     rankers = _fit_rankers(config, dataset, split.train, features, sources)
     stage = _stage("combiner: logistic blend of the stage scores, fit on the validation split")
     depth = min(config.candidates, len(dataset.items))
@@ -299,7 +299,7 @@ def refit(config: BuildConfig, trained: Trained) -> Trained:
     retrieval, index = _fit_retrieval(config, dataset, everything, features)
     matrix = interaction_matrix(everything, len(dataset.users), len(dataset.items))
     item_item = trained.item_item.refit(matrix)
-    sources = Sources.build(retrieval, index, features, item_item, everything, dataset.users)
+    sources = Sources.build(retrieval, index, features, item_item, matrix, dataset.users)
     rankers = _fit_rankers(config, dataset, everything, features, sources)
     return replace(
         trained,
@@ -396,12 +396,7 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
     exact = ItemIndex(trained.retrieval.item_embeddings, exact=True).search(
         user_emb, depth, es.exclude
     )
-    segments = np.full((len(es.users), depth), -1, dtype=np.int64)
-    for row, (user, seen) in enumerate(zip(es.users, es.exclude, strict=True)):
-        ranking = trained.sources.segment_of[int(user)]
-        head = ranking[: depth + len(seen)]
-        kept = head[~np.isin(head, seen)][:depth]
-        segments[row, : len(kept)] = kept
+    segments = trained.sources.segment_popular(es.users, es.exclude, depth)
     report: dict[str, Any] = {
         "users_evaluated": len(es.users),
         "candidates": depth,

@@ -14,12 +14,12 @@ import numpy as np
 from scipy import sparse
 
 from contract.arrays import FloatArray, IntArray
-from contract.candidates import ITEM_ITEM, POPULAR, SHARES, SOURCES, TWO_TOWER, merge
+from contract.candidates import ITEM_ITEM, POPULAR, SOURCES, TWO_TOWER, merge, proposals
 from contract.features import FeatureTables
 from contract.popularity import SegmentPopularity, age_buckets, known_gender
 from training.baselines import ItemItem
 from training.retrieval import ItemIndex, RetrievalModel
-from training.tables import Interactions, Users
+from training.tables import Users
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,12 @@ class Sources:
         index: ItemIndex,
         features: FeatureTables,
         item_item: ItemItem,
-        history: Interactions,
+        matrix: sparse.csr_matrix,
         users: Users,
     ) -> Sources:
-        """Sources over ``history`` (the interactions the models were fit on)."""
-        n_users, n_items = len(users), features.item_dense.shape[0]
-        matrix = sparse.csr_matrix(
-            (np.ones(len(history), np.float32), (history.user, history.item)),
-            shape=(n_users, n_items),
-        )
-        matrix.data[:] = 1.0
-        seen = matrix.tocsr()
+        """Sources over ``matrix``, the users x items interactions the models were fit on
+        (:func:`~training.baselines.interaction_matrix`)."""
+        seen = matrix.copy()
         seen.sort_indices()
         popular = np.argsort(-features.item_popularity, kind="stable").astype(np.int64)
         genders = [users.gender_vocab[c] for c in users.gender]
@@ -93,22 +88,20 @@ class Sources:
 
     def gather(self, users: IntArray, exclude: Sequence[IntArray], depth: int) -> Found:
         """Each user's merged candidates, never an item in their ``exclude``."""
-        # Twice a source's share: room for the items another source already proposed.
-        share = max(round(depth * s) for s in SHARES.values())
+        room = proposals(depth)
         user_emb = self.retrieval.user_embeddings(self.features, users)
         towers = self.index.search(user_emb, depth, list(exclude))
-        collaborative = self.item_item.rank(self.matrix, users, exclude, 2 * share)
+        collaborative = self.item_item.rank(self.matrix, users, exclude, room)
         # As served: an item nothing in the user's history links to is not proposed.
         linked = self.item_item.candidate_scores(self.matrix, users, collaborative) > 0
         collaborative = np.where(linked, collaborative, -1)
+        popular = self.segment_popular(users, exclude, room)
         items = np.full((len(users), depth), -1, dtype=np.int64)
         masks = np.zeros((len(users), depth), dtype=np.int64)
-        for row, user in enumerate(users):
-            ranking = self.segment_of[int(user)]
-            head = ranking[: 2 * share + len(exclude[row])]
-            popular = head[~np.isin(head, exclude[row])][: 2 * share]
+        for row in range(len(users)):
             merged, bits = merge(
-                {TWO_TOWER: towers[row], ITEM_ITEM: collaborative[row], POPULAR: popular}, depth
+                {TWO_TOWER: towers[row], ITEM_ITEM: collaborative[row], POPULAR: popular[row]},
+                depth,
             )
             items[row, : len(merged)] = merged
             masks[row, : len(bits)] = bits
@@ -117,3 +110,13 @@ class Sources:
         scores = np.where(items >= 0, scores, np.nan).astype(np.float32)
         item_item = self.item_item.candidate_scores(self.matrix, users, items)
         return Found(users, items, masks, scores, item_item)
+
+    def segment_popular(self, users: IntArray, exclude: Sequence[IntArray], n: int) -> IntArray:
+        """Each user's segment's ``n`` most popular items not in their ``exclude``, -1 padded
+        (as the graph's ``Catalog.popular_for``)."""
+        out = np.full((len(users), n), -1, dtype=np.int64)
+        for row, user in enumerate(users):
+            head = self.segment_of[int(user)][: n + len(exclude[row])]
+            kept = head[~np.isin(head, exclude[row])][:n]
+            out[row, : len(kept)] = kept
+        return out

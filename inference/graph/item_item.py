@@ -52,10 +52,10 @@ class ItemItemScores:
             return np.zeros(self.n_items, dtype=np.float32)
         return self._row_sum(known)
 
-    def best(self, seen: IntArray, n: int) -> IntArray:
-        """The ``n`` best-scored items for a user who has interacted with ``seen``, best
-        first, none of ``seen`` and none scored 0 or less (nothing links them to the user)."""
-        row = self.row(seen).copy()
+    def best(self, row: FloatArray, seen: IntArray, n: int) -> IntArray:
+        """The ``n`` best items of a user's :meth:`row`, best first, none of ``seen`` and none
+        scored 0 or less (nothing links them to the user)."""
+        row = row.copy()
         row[seen[(seen >= 0) & (seen < self.n_items)]] = -np.inf
         n = min(n, self.n_items)
         top = np.argpartition(-row, n - 1)[:n] if n < self.n_items else np.arange(self.n_items)
@@ -63,13 +63,14 @@ class ItemItemScores:
         best: IntArray = top[row[top] > 0].astype(np.int64)
         return best
 
-    def scores(self, seen: IntArray, items: IntArray) -> FloatArray:
-        """Each of ``items``' score for a user who has interacted with ``seen``; an item the
-        weights do not know (another catalogue) scores 0, as for a user with no items."""
+    def pick(self, row: FloatArray, items: IntArray) -> FloatArray:
+        """``items``' scores in a user's :meth:`row`; an item the weights do not know
+        (another catalogue) scores 0, as for a user with no items."""
         out = np.zeros(len(items), dtype=np.float32)
-        if not len(seen):
-            return out
-        row = self.row(seen)
         inside = (items >= 0) & (items < self.n_items)
         out[inside] = row[items[inside]]
         return out
+
+    def scores(self, seen: IntArray, items: IntArray) -> FloatArray:
+        """Each of ``items``' score for a user who has interacted with ``seen``."""
+        return self.pick(self.row(seen), items)

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from contract.arrays import FloatArray, IntArray
-from contract.candidates import ITEM_ITEM, POPULAR, SHARES, SOURCES, TWO_TOWER, merge
+from contract.candidates import ITEM_ITEM, POPULAR, SOURCES, TWO_TOWER, merge, proposals
 from contract.names import COMBINER, ITEM_INDEX_FILE, RANKERS, USER_TOWER
 from inference.errors import InferenceError
 from inference.graph.catalog import Catalog
@@ -182,12 +182,12 @@ class Retriever:
         )
         query = np.asarray(out["user_embedding"][0], dtype=np.float32).reshape(-1)
         towers = self.search.search(query, n, user.seen)
-        # Twice a source's share: room for the items another source already proposed.
-        room = 2 * max(round(n * share) for share in SHARES.values())
+        room = proposals(n)
         lists: dict[str, IntArray] = {TWO_TOWER: towers.items}
         weights = self._weights(versions)
-        if weights is not None and room > 0:
-            lists[ITEM_ITEM] = weights.best(user.seen, room)
+        row = None if weights is None else weights.row(user.seen)  # once: source and score
+        if weights is not None and row is not None and room > 0:
+            lists[ITEM_ITEM] = weights.best(row, user.seen, room)
         if self.catalog is not None and room > 0:
             context = {} if user.index is None else self.catalog.demographics(user.index)
             lists[POPULAR] = self.catalog.popular_for(context, room, exclude=user.seen)
@@ -198,7 +198,7 @@ class Retriever:
             items,
             scores.astype(np.float32),
             sources,
-            None if weights is None else weights.scores(user.seen, items),
+            None if weights is None or row is None else weights.pick(row, items),
         )
 
     def _weights(self, versions: Mapping[str, int]) -> ItemItemScores | None:
