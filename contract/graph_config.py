@@ -132,6 +132,9 @@ class GraphConfig(_Strict):
     #: Under load ranking scores only as many of a request's candidates as fit its budget,
     #: but never fewer than this.
     min_ranked: int = Field(100, ge=1)
+    #: How many of the merged candidates, best by the pre-ranker's score, go on to the
+    #: rankers: None, the build's choice (the smallest head its quality gate passed); 0, all.
+    ranking_head: int | None = Field(None, ge=0)
     batch_wait_ms: float = Field(1.0, ge=0)
     faults: FaultConfig = FaultConfig()
 

@@ -25,6 +25,7 @@ from torch import nn
 from contract.arrays import FloatArray, IntArray
 from contract.candidates import SOURCES
 from contract.features import FeatureTables
+from contract.model_config import MODEL_FILENAME
 from contract.names import (
     CATALOG_FILE,
     COMBINER,
@@ -39,10 +40,11 @@ from contract.names import (
     SIMILAR_FILE,
     USER_TOWER,
 )
+from contract.ranking import PRERANKER_FILE, RANKING, Preranker, ranking_signature
 from training import __version__, metrics
 from training.baselines import ItemItem, fit_item_item, fit_item_knn, interaction_matrix
 from training.candidates import Found, Sources
-from training.errors import DataError, QualityError
+from training.errors import DataError, ExportError, QualityError
 from training.evaluation import (
     CANDIDATES,
     EvalSet,
@@ -63,6 +65,7 @@ from training.feeds import (
     torch_runner,
     user_feed,
 )
+from training.fused import check_fused, fuse_ranking
 from training.model_config import ModelConfigSpec
 from training.movielens import load_movielens_100k
 from training.networks import (
@@ -75,6 +78,8 @@ from training.networks import (
     user_tower_signature,
 )
 from training.onnx_export import check_parity, export_onnx, session
+from training.preranker import choose as choose_preranker
+from training.preranker import head_mask, head_metrics
 from training.quantization import (
     GateResult,
     agreement,
@@ -85,7 +90,7 @@ from training.quantization import (
 )
 from training.ranking import RankingConfig, fit_combiner, labelled_pairs, train_ranker
 from training.readers import read_dataset
-from training.repository import ModelRepository
+from training.repository import ModelRepository, Transaction
 from training.retrieval import ItemIndex, RetrievalConfig, RetrievalModel, train_retrieval
 from training.similar import (
     choose_alpha,
@@ -182,6 +187,9 @@ class Trained:
     sources: Sources
     #: The similar-items neighbours' ``alpha``, chosen on the validation split.
     similar_alpha: float
+    #: Which candidates go on to the rankers (fit, and its head chosen, on validation).
+    preranker: Preranker
+    preranker_choice: dict[str, Any]
     fit_on: str = "train split"
 
     @property
@@ -269,6 +277,20 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
         ", ".join(f"{n}={w:.3f}" for n, w in zip(COMBINER_INPUTS, weights, strict=True)),
     )
     _done(stage)
+    stage = _stage("pre-ranker: blend of the retrieval scores, head chosen on validation")
+    final = blend(torch_runner(combiner, COMBINER_SIGNATURE), stacked)
+    preranker, choice = choose_preranker(
+        valid.scores, valid.item_item, labels, valid.items, final, valid_es
+    )
+    by_head = choice["validation_ndcg@10_by_head"]
+    log.info(
+        "   head %s: validation NDCG@10 %.4f (all %d candidates: %.4f)",
+        preranker.head or "all",
+        by_head[str(preranker.head)],
+        depth,
+        by_head["0"],
+    )
+    _done(stage)
     stage = _stage("similar items: neighbours' alpha chosen on the validation split")
     queries = next_item_queries(split.train, split.valid, n_users)
     alpha, _ = choose_alpha(matrix, queries, retrieval.item_embeddings)
@@ -287,6 +309,8 @@ def train_all(config: BuildConfig, dataset: Dataset) -> Trained:
         item_item=item_item,
         sources=sources,
         similar_alpha=alpha,
+        preranker=preranker,
+        preranker_choice=choice,
     )
 
 
@@ -429,7 +453,18 @@ def evaluate(trained: Trained, config: BuildConfig) -> dict[str, Any]:
         report[name] = ranking_metrics(found.items, stacked[..., column], es)
     combined = blend(torch_runner(trained.combiner, COMBINER_SIGNATURE), stacked)
     report[COMBINER] = ranking_metrics(found.items, combined, es)
-    report["pipeline"] = dict(report[COMBINER])
+    # What is served: only the pre-ranker's head is ranked.
+    pre = trained.preranker
+    prerank = pre.scores(found.scores, found.item_item)
+    kept = np.where(head_mask(prerank, pre.head), combined, np.nan)
+    report["pipeline"] = ranking_metrics(found.items, kept, es)
+    report["preranker"] = {
+        **trained.preranker_choice,
+        "test_ndcg@10_by_head": {
+            str(h): v for h, v in head_metrics(found.items, combined, prerank, es).items()
+        },
+        "test_ndcg@10_all_candidates": report[COMBINER]["ndcg@10"],
+    }
     report["similar_items"] = similar_items_metrics(trained)
     return report
 
@@ -746,8 +781,10 @@ def publish(
                 write_similar(shipped, directory)
             if candidate.spec.name == COMBINER:
                 write_item_item(shipped, directory)
+                shipped.preranker.save(directory / PRERANKER_FILE)
             manifest = _manifest(config, shipped, evaluation, outcome)
             txn.set_manifest(candidate.spec.name, finite(manifest))
+        ship_ranking(txn, shipped, config)
         txn.commit()
         version = txn.version
         _done(stage)
@@ -760,6 +797,53 @@ def publish(
         seconds=time.perf_counter() - started,
     )
     return result
+
+
+def ship_ranking(txn: Transaction, trained: Trained, config: BuildConfig) -> None:
+    """The one-call ranking model, composed from the rankers and combiner just staged, checked
+    against them on validation candidates, with the bytes and time of one request both ways."""
+    features = trained.serving_features
+    spec = ModelConfigSpec(
+        RANKING,
+        ranking_signature(features.layout.user_dim, item_item=True),
+        max_batch_size=0,
+        dynamic_batching=False,
+        parameters={"intra_op_thread_count": "1"},
+    )
+    directory = txn.model_dir(spec)
+    staged = {name: txn.model_dir_of(name) / MODEL_FILENAME for name in (*RANKERS, COMBINER)}
+    signature = fuse_ranking(
+        {name: staged[name] for name in RANKERS},
+        staged[COMBINER],
+        features.item_dense,
+        directory / MODEL_FILENAME,
+    )
+    if signature != spec.signature:  # a combiner of three scores: not what this build fits
+        raise ExportError(f"{RANKING}: composed signature differs from {spec.signature}")
+    check = check_fused(directory / MODEL_FILENAME, staged, features, trained.valid)
+    log.info(
+        "   %s: rankers and combiner in one graph, max abs error %.2e vs the separate models; "
+        "one request of %d candidates sends %s bytes instead of %s",
+        RANKING,
+        check["max_abs_error"],
+        check["candidates"],
+        f"{check['bytes_one_call']:,}",
+        f"{check['bytes_separate']:,}",
+    )
+    txn.set_manifest(
+        RANKING,
+        finite(
+            {
+                "dataset": trained.dataset.name,
+                "data_sha256": trained.dataset.sha256,
+                "code_version": code_version(),
+                "seed": config.seed,
+                "composed_of": {name: txn.version for name in (*RANKERS, COMBINER, USER_TOWER)},
+                "item_table": {"rows": int(features.item_dense.shape[0] + 1), "row_0": "zeros"},
+                "parity": check,
+            }
+        ),
+    )
 
 
 def _manifest(

@@ -126,7 +126,7 @@ def export_onnx(
 
     _conform_to_signature(proto, signature)
     _reject_training_ops(proto)
-    _save_atomic(proto, path)
+    save_atomic(proto, path)
     logger.debug(
         "exported %s to %s (%d nodes, opset %d)",
         type(module).__name__,
@@ -398,7 +398,7 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from _graphs(sub)
 
 
-def _save_atomic(proto: onnx.ModelProto, path: Path) -> None:
+def save_atomic(proto: onnx.ModelProto, path: Path) -> None:
     """Validate and write ``proto`` to ``path`` via a temp file in the same directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -431,6 +431,13 @@ class Transaction:
         self._specs[spec.name] = spec
         return path
 
+    def model_dir_of(self, model: str) -> Path:
+        """The staging directory of a model already staged in this transaction."""
+        self._require_open()
+        if model not in self._specs:
+            raise RepositoryError(f"{model}: not staged in this transaction")
+        return self._staged_version_dir(model)
+
     def set_manifest(self, model: str, manifest: Mapping[str, Any]) -> None:
         """Record the registry entry for ``model`` (data sha256, code version, metrics...).
 

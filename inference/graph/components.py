@@ -13,7 +13,8 @@ from pathlib import Path
 
 from contract.errors import RepositoryError
 from contract.graph_config import GraphConfig
-from contract.names import COMBINER, MODELS, USER_TOWER
+from contract.names import COMBINER, MODELS, RANKERS, USER_TOWER
+from contract.ranking import PRERANKER_FILE, RANKING, Preranker, graph_models
 from contract.repository import RepositoryReader
 from inference import metrics
 from inference.errors import InferenceError, ModelNotFound
@@ -178,6 +179,21 @@ def resolve_versions(repository: Path, pins: Mapping[str, int]) -> dict[str, int
     return versions
 
 
+def one_call_version(repo: RepositoryReader, versions: Mapping[str, int]) -> int | None:
+    """The one-call ranking model's version composed of exactly the rankers and combiner in
+    ``versions``, with the user tower version's item table; None when there is none (a
+    canary of one ranker, an older build)."""
+    version = versions.get(COMBINER)
+    if version is None or version not in repo.versions(RANKING):
+        return None
+    try:
+        composed = repo.manifest(RANKING, version).get("composed_of", {})
+    except RepositoryError:
+        return None
+    wanted = {name: versions.get(name) for name in (*RANKERS, COMBINER, USER_TOWER)}
+    return version if composed == wanted else None
+
+
 def served_pins(settings: GraphSettings) -> list[dict[str, int]]:
     """The model pins of every config the graph serves: the base config's first, then each
     variant's of the experiment splitting its traffic (a variant may pin other versions)."""
@@ -187,6 +203,12 @@ def served_pins(settings: GraphSettings) -> list[dict[str, int]]:
     design = find_experiment(read_catalog(settings.experiments), settings.experiment)
     configs = variant_configs(design, settings.graph)
     return pins + [dict(config.model_versions) for config in configs.values()]
+
+
+def _preranker(directory: Path) -> Preranker | None:
+    """The pre-ranker beside a combiner version; None (rank every candidate) without one."""
+    path = directory / PRERANKER_FILE
+    return Preranker.load(path) if path.is_file() else None
 
 
 def _count_model_error(model: str, exc: InferenceError) -> None:
@@ -204,7 +226,8 @@ def _make_runtime(settings: GraphSettings, versions: Mapping[str, int]) -> Model
     if settings.runtime == "onnxruntime":
         from inference.local_runtime import OnnxRuntime
 
-        return OnnxRuntime(settings.repository, models=list(MODELS), versions=versions)
+        models = graph_models(open_repository(settings.repository))
+        return OnnxRuntime(settings.repository, models=models, versions=versions)
     raise InferenceError(f"runtime: {settings.runtime!r} is not 'triton' or 'onnxruntime'")
 
 
@@ -238,6 +261,19 @@ def load_components(
             directory, version, runtime, config.cache, _count_lookup, item_item.get
         )
 
+    prerankers = VersionCache(
+        lambda version: _preranker(repo.version_dir(COMBINER, version)),
+        model=COMBINER,
+        what="its pre-ranker",
+    )
+    one_call: dict[tuple[tuple[str, int], ...], int | None] = {}
+
+    def one_call_for(versions: Mapping[str, int]) -> int | None:
+        key = tuple(sorted(versions.items()))
+        if key not in one_call:
+            one_call[key] = one_call_version(repo, versions)
+        return one_call[key]
+
     towers = TowerArtifactCache(load)
     try:
         for resolved in served:  # at start, not on a variant's first request
@@ -254,6 +290,9 @@ def load_components(
             min_ranked=config.min_ranked,
             catalogs=towers.catalog,
             item_item=item_item.get,
+            prerankers=prerankers.get,
+            head=config.ranking_head,
+            one_call=one_call_for,
         )
         if with_ranker
         else None

@@ -29,7 +29,8 @@ from pathlib import Path
 from types import TracebackType
 
 from contract.graph_config import GraphConfig
-from contract.names import MODELS
+from contract.ranking import graph_models
+from contract.repository import RepositoryReader
 from inference.errors import InferenceError, Unavailable
 from inference.graph.haproxy import RULES_FILE, FrontRules
 from inference.graph.haproxy import install as install_front
@@ -117,7 +118,7 @@ class GraphServer:
             self.supervisor = TritonSupervisor(
                 TritonServer(
                     self.repository,
-                    models=list(MODELS),
+                    models=graph_models(RepositoryReader(self.repository)),
                     http_port=free_port(),
                     grpc_port=free_port(),
                     metrics_port=free_port(),

@@ -165,8 +165,9 @@ class Recommender:
                 metrics.BATCH_SIZE.observe(result.batch_size)
             if len(result.scores) == 0:
                 raise DeadlineExceeded("ranking gave up on the job (failed or out of time)")
-            # Under load only the head of the candidates is ranked ("ranking:truncated").
-            items, scores = items[: len(result.scores)], result.scores
+            # The pre-ranker's head, and under load only its best ("ranking:truncated").
+            items = items[: len(result.scores)] if result.items is None else result.items
+            scores = result.scores
             for name in result.fallbacks:
                 stage, _, used = name.partition(":")
                 self._runner.fallback(stage, used, fallbacks, None)

@@ -21,7 +21,8 @@ import numpy as np
 from contract.arrays import FloatArray, IntArray
 from contract.candidates import ITEM_ITEM, POPULAR, SOURCES, TWO_TOWER, merge, proposals
 from contract.names import COMBINER, ITEM_INDEX_FILE, RANKERS, USER_TOWER
-from inference.errors import InferenceError
+from contract.ranking import RANKING, Preranker
+from inference.errors import InferenceError, ModelNotFound
 from inference.graph.catalog import Catalog
 from inference.graph.features import UserFeatures
 from inference.graph.item_item import ItemItemScores
@@ -29,6 +30,8 @@ from inference.runtime import ModelRuntime, Tensors
 
 #: How far back the ranking cost estimate looks.
 COST_WINDOW_S = 2.0
+#: How long a one-call model version the server did not have is left alone.
+ONE_CALL_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,15 @@ class Candidates:
             None if self.item_item is None else self.item_item[:n],
         )
 
+    def take(self, positions: IntArray) -> Candidates:
+        """The candidates at ``positions``, in that order."""
+        return Candidates(
+            self.items[positions],
+            self.scores[positions],
+            None if self.sources is None else self.sources[positions],
+            None if self.item_item is None else self.item_item[positions],
+        )
+
     def found_by(self, source: str) -> int:
         """How many candidates ``source`` proposed (0 when sources are not recorded)."""
         if self.sources is None:
@@ -70,11 +82,14 @@ class RankJob:
 
 @dataclass
 class RankResult:
-    """Final pre-re-rank scores for one job, and which fallbacks produced them."""
+    """Final pre-re-rank scores for one job, and which fallbacks produced them. ``items``:
+    the candidates the scores belong to (the pre-ranker's head, in its order, perhaps
+    truncated); None only in an empty result."""
 
     scores: FloatArray
     fallbacks: list[str] = field(default_factory=list)
     batch_size: int = 1
+    items: IntArray | None = None
 
 
 def plan_candidates(
@@ -229,12 +244,41 @@ def ranker_feed(catalog: Catalog, jobs: Sequence[RankJob]) -> Tensors:
     }
 
 
-class Ranker:
-    """Both rankers over every job's candidates in one call each, then the combiner.
+def ranking_feed(jobs: Sequence[RankJob], item_item: FloatArray | None) -> Tensors:
+    """The one-call model's feed (:func:`contract.ranking.ranking_signature`): each user's
+    features once, each candidate by id with the row of its user (``owner``)."""
+    sizes = [len(job.candidates.items) for job in jobs]
+    items = np.concatenate([job.candidates.items for job in jobs])
+    feed: Tensors = {
+        "user_id": np.array([[job.user.model_id] for job in jobs], dtype=np.int64),
+        "user_dense": np.stack([job.user.dense for job in jobs]).astype(np.float32, copy=False),
+        "history": np.stack([job.user.history for job in jobs]).astype(np.int64, copy=False),
+        "item_id": (items + 1).astype(np.int64)[:, None],
+        "owner": np.repeat(np.arange(len(jobs), dtype=np.int64), sizes),
+        "retrieval": np.concatenate([job.candidates.scores for job in jobs]).astype(np.float32)[
+            :, None
+        ],
+    }
+    if item_item is not None:
+        feed["item_item"] = item_item.astype(np.float32)[:, None]
+    return feed
 
-    Degrades inside the stage: if the combiner fails, the DCN ranker's logit orders the
-    candidates ("combiner:ranker_dcn"); if one ranker fails, the other's does. Only when both
-    rankers fail does it raise, and the orchestrator falls back to retrieval order.
+
+class Ranker:
+    """The pre-ranker's head of each job's candidates, scored by both rankers and the
+    combiner: in one call of the one-call model (``ranking``) when the versions asked for
+    are one build's, else one call per ranker over every job's candidates, then the combiner
+    (a canary of one ranker).
+
+    Degrades inside the stage: a one-call model that fails leaves the separate models to
+    answer; if the combiner fails, the DCN ranker's logit orders the candidates
+    ("combiner:ranker_dcn"); if one ranker fails, the other's does. Only when both rankers
+    fail does it raise, and the orchestrator falls back to retrieval order.
+
+    ``prerankers`` (combiner version -> pre-ranker, or None) choose each job's head: ``head``
+    candidates (None: the build's choice; 0: every candidate) by the pre-ranker's score;
+    ``one_call`` (versions -> the one-call model's version for them, or None) says when the
+    one-call model computes what the separate ones would.
 
     Candidates are item indices into the catalog of the user tower version that retrieved
     them, so ``catalogs`` (user tower version -> catalog) supplies each version group's item
@@ -254,9 +298,17 @@ class Ranker:
         min_ranked: int = 100,
         catalogs: Callable[[int], Catalog] | None = None,
         item_item: Callable[[int], ItemItemScores | None] | None = None,
+        prerankers: Callable[[int], Preranker | None] | None = None,
+        head: int | None = None,
+        one_call: Callable[[Mapping[str, int]], int | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self._item_item = item_item
+        self._prerankers = prerankers
+        self.head = head
+        self._one_call = one_call
+        #: One-call model versions found missing, and until when not to ask for them again.
+        self._one_call_off: dict[int, float] = {}
         self.catalog = catalog
         self._catalogs = catalogs
         self.versions = versions
@@ -305,6 +357,45 @@ class Ranker:
             return None
         return self._item_item(version)
 
+    def preranker_for(self, versions: Mapping[str, int]) -> Preranker | None:
+        """The pre-ranker beside the combiner version in ``versions`` (None: rank all)."""
+        version = versions.get(COMBINER)
+        if self._prerankers is None or version is None:
+            return None
+        return self._prerankers(version)
+
+    def _head(self, job: RankJob) -> RankJob:
+        """The job with only its pre-ranker's head of candidates, best first."""
+        try:
+            preranker = self.preranker_for(job.versions or self.versions)
+        except InferenceError:  # unreadable: every candidate costs more, none is lost
+            preranker = None
+        if preranker is None:
+            return job
+        head = preranker.head if self.head is None else self.head
+        found = job.candidates
+        if head <= 0 or head >= len(found.items):
+            return job
+        chosen = preranker.select(found.scores, found.item_item, head)
+        return replace(job, candidates=found.take(chosen))
+
+    def _item_item_column(
+        self, jobs: Sequence[RankJob], versions: Mapping[str, int]
+    ) -> FloatArray | None:
+        """Every candidate's item-item score when the combiner version has weights (None:
+        it blends three scores); weights that cannot be read raise ``InferenceError``."""
+        weights = self.item_item_for(versions)
+        if weights is None:
+            return None
+        return np.concatenate(
+            [
+                job.candidates.item_item
+                if job.candidates.item_item is not None
+                else weights.scores(job.user.seen, job.candidates.items)
+                for job in jobs
+            ]
+        )
+
     def _combiner_inputs(
         self,
         jobs: Sequence[RankJob],
@@ -316,15 +407,9 @@ class Ranker:
         version has weights, the item-item score; weights that cannot be read raise
         ``InferenceError``, so the combiner's fallback applies."""
         columns = [logits[RANKERS[0]], logits[RANKERS[1]], retrieval]
-        weights = self.item_item_for(versions)
-        if weights is not None:
-            seen_scores = [
-                job.candidates.item_item
-                if job.candidates.item_item is not None
-                else weights.scores(job.user.seen, job.candidates.items)
-                for job in jobs
-            ]
-            columns.append(np.concatenate(seen_scores))
+        item_item = self._item_item_column(jobs, versions)
+        if item_item is not None:
+            columns.append(item_item)
         return np.stack(columns, axis=1)
 
     def _infer(
@@ -336,6 +421,7 @@ class Ranker:
     def __call__(self, jobs: Sequence[RankJob], timeout_s: float | None = None) -> list[RankResult]:
         """Rank every job; jobs that ask for other model versions are ranked in their own
         group, so one batch never mixes versions."""
+        jobs = [self._head(job) for job in jobs]
         groups: dict[tuple[tuple[str, int], ...], list[int]] = {}
         for position, job in enumerate(jobs):
             key = tuple(sorted((job.versions or self.versions).items()))
@@ -385,8 +471,66 @@ class Ranker:
         self, jobs: Sequence[RankJob], versions: Mapping[str, int], timeout_s: float | None
     ) -> list[RankResult]:
         start = time.monotonic()
+        version = self._one_call_version(versions)
+        scores = None
+        if version is not None:
+            scores = self._rank_one_call(jobs, versions, version, timeout_s)
+        fallbacks: list[str] = []
+        if scores is None:
+            left = timeout_s
+            if version is not None and timeout_s is not None:  # the one-call try took some
+                left = max(0.001, timeout_s - (time.monotonic() - start))
+            scores, fallbacks = self._rank_separately(jobs, versions, left)
+        n_candidates = len(scores)
+        if not fallbacks and n_candidates >= 100:  # small calls measure overhead, not cost
+            now = time.monotonic()
+            self._costs.append((now, (now - start) / n_candidates))
+        results: list[RankResult] = []
+        offset = 0
+        for job in jobs:
+            size = len(job.candidates.items)
+            part = scores[offset : offset + size]
+            results.append(RankResult(part.copy(), list(fallbacks), items=job.candidates.items))
+            offset += size
+        return results
+
+    def _one_call_version(self, versions: Mapping[str, int]) -> int | None:
+        """The one-call model's version for ``versions``; None when there is none or the
+        server lately did not have it."""
+        version = None if self._one_call is None else self._one_call(versions)
+        if version is None or self._one_call_off.get(version, 0.0) > time.monotonic():
+            return None
+        return version
+
+    def _rank_one_call(
+        self,
+        jobs: Sequence[RankJob],
+        versions: Mapping[str, int],
+        version: int,
+        timeout_s: float | None,
+    ) -> FloatArray | None:
+        """The combiner's scores from the one-call model; None when it failed (the separate
+        models answer instead)."""
+        try:
+            feed = ranking_feed(jobs, self._item_item_column(jobs, versions))
+            out = self.runtime.infer(RANKING, feed, version=version, timeout_s=timeout_s)
+        except InferenceError as exc:
+            if self._on_model_error is not None:
+                self._on_model_error(RANKING, exc)
+            if isinstance(exc, ModelNotFound):  # not loaded (e.g. an older server): ask later
+                self._one_call_off[version] = time.monotonic() + ONE_CALL_RETRY_S
+            return None
+        return np.asarray(out["score"], dtype=np.float32).reshape(-1)
+
+    def _rank_separately(
+        self,
+        jobs: Sequence[RankJob],
+        versions: Mapping[str, int],
+        timeout_s: float | None,
+    ) -> tuple[FloatArray, list[str]]:
+        """Each ranker in its own call, then the combiner, degrading as the class says."""
+        start = time.monotonic()
         feed = ranker_feed(self.catalog_for(versions), jobs)
-        n_candidates = len(feed["item_id"])
         futures = {m: self._pool.submit(self._infer, m, feed, timeout_s, versions) for m in RANKERS}
         logits: dict[str, FloatArray] = {}
         errors: dict[str, InferenceError] = {}
@@ -413,14 +557,4 @@ class Ranker:
                 if self._on_model_error is not None:
                     self._on_model_error(COMBINER, exc)
                 scores, fallbacks = logits[RANKERS[0]], [f"combiner:{RANKERS[0]}"]
-        if not errors and n_candidates >= 100:  # small calls measure overhead, not cost
-            now = time.monotonic()
-            self._costs.append((now, (now - start) / n_candidates))
-        results: list[RankResult] = []
-        offset = 0
-        for job in jobs:
-            size = len(job.candidates.items)
-            part = scores[offset : offset + size]
-            results.append(RankResult(part.copy(), list(fallbacks)))
-            offset += size
-        return results
+        return scores, fallbacks

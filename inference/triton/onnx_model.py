@@ -38,8 +38,13 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = [spec["name"] for spec in config["input"]]
         self.outputs = [spec["name"] for spec in config["output"]]
+        # A model that does not batch (its inputs have lengths of their own, as the one-call
+        # ranking model's users and candidates) runs each request on its own.
+        self.batching = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if not self.batching:
+            return [self._run_one(request) for request in requests]
         arrays = [
             [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs]
             for request in requests
@@ -64,3 +69,21 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
         return responses
+
+    def _run_one(self, request: Any) -> Any:
+        feed = {
+            name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            for name in self.inputs
+        }
+        try:
+            results = self.session.run(self.outputs, feed)
+        except Exception as e:  # as in execute: report, don't crash the stub
+            return pb_utils.InferenceResponse(
+                output_tensors=[], error=pb_utils.TritonError(f"onnxruntime failed: {e}")
+            )
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(name, np.ascontiguousarray(result))
+                for name, result in zip(self.outputs, results, strict=True)
+            ]
+        )
