@@ -93,8 +93,9 @@ class InProcessGraph:
         self._deny = resolve_deny(self.catalog.item_index, config.rerank.deny_items)
 
     def recommend(self, user_id: str, k: int = 10) -> list[str]:
-        """Item ids for ``user_id``: features, retrieval, ranking (both rankers and the
-        combiner), re-rank; the globally popular items for a user the store does not know."""
+        """Item ids for ``user_id``: features, retrieval, ranking (the pre-ranker's head, both
+        rankers and the combiner), re-rank; the globally popular items for a user the store
+        does not know."""
         parts = self.components
         user = parts.features.user(user_id)
         if user is None:
@@ -103,7 +104,7 @@ class InProcessGraph:
         candidates = parts.retriever(user, self.config.candidates)
         (ranked,) = parts.ranker([RankJob(user, candidates)])
         chosen, _ = rerank(
-            candidates.items,
+            candidates.items if ranked.items is None else ranked.items,
             ranked.scores,
             k,
             catalog_genres=self.catalog.item_genres,

@@ -47,7 +47,8 @@ def _build(args: argparse.Namespace) -> int:
     print(speed_table(result))
     print()
     print(
-        f"version {result.version} of {len(result.models)} models written to {config.out} "
+        f"version {result.version} of {len(result.models)} models and the one-call ranking "
+        f"model written to {config.out} "
         f"in {result.seconds:.0f}s; evaluation: {result.report_path}"
     )
     return 0

@@ -17,10 +17,14 @@ import pytest
 
 from contract.model_config import parse_config
 from contract.names import COMBINER, RANKERS, USER_TOWER
+from contract.ranking import PRERANKER_FILE, RANKING, Preranker
 from tests.integration.conftest import SmallConfig
 from training.build import BuildConfig, BuildResult, Trained, run_build
+from training.feeds import ranker_feed
+from training.fused import fused_feed
 from training.model_config import check_config_matches_onnx
 from training.onnx_export import session
+from training.preranker import HEADS, TOLERANCE
 from training.quantization import INT8_INSTRUCTIONS
 from training.repository import ModelRepository
 
@@ -38,7 +42,7 @@ def tree(root: Path) -> dict[str, str]:
 def test_build_writes_every_model_as_one_version(built: tuple[BuildConfig, BuildResult]) -> None:
     config, result = built
     repo = ModelRepository(config.out)
-    assert repo.models() == sorted(MODELS)
+    assert repo.models() == sorted((*MODELS, RANKING))
     for name in MODELS:
         assert repo.versions(name) == [result.version]
         directory = repo.version_dir(name, result.version)
@@ -89,6 +93,63 @@ def test_evaluation_report_beats_popularity_on_learnable_data(
     for name in RANKERS:
         assert 0.5 < ev[name]["auc"] <= 1.0
     assert ev["two_tower"]["ann_recall@100_vs_exact"] > 0.95
+
+
+def test_one_call_model_scores_what_the_separate_models_do(
+    built: tuple[BuildConfig, BuildResult], trained: tuple[BuildConfig, Trained]
+) -> None:
+    """The composed model, run by onnxruntime on real candidates, against the shipped
+    rankers and combiner run one by one on the wide feed the separate path sends."""
+    config, result = built
+    _, models = trained
+    repo = ModelRepository(config.out)
+    version = result.version
+    directory = repo.version_dir(RANKING, version)
+    config_pb = parse_config(config.out / RANKING / "config.pbtxt")
+    assert config_pb.max_batch_size == 0  # users and candidates have lengths of their own
+    check_config_matches_onnx(config_pb, directory / "model.onnx")
+    manifest = repo.manifest(RANKING, version)
+    assert manifest["composed_of"] == {n: version for n in (*RANKERS, COMBINER, USER_TOWER)}
+    assert manifest["parity"]["max_abs_error"] <= 1e-4
+    assert manifest["parity"]["bytes_one_call"] * 10 < manifest["parity"]["bytes_separate"]
+
+    features, found = models.serving_features, models.valid
+    users, items = found.users[:5], found.items[:5]
+    one_call = session(directory / "model.onnx").run(
+        None, fused_feed(features, users, items, found.scores[:5], found.item_item[:5])
+    )[0][:, 0]
+    valid = items >= 0
+    owners = np.broadcast_to(users[:, None], items.shape)[valid]
+    wide = ranker_feed(features, owners, items[valid])
+    logits = [
+        session(repo.version_dir(n, version) / "model.onnx").run(None, wide)[0] for n in RANKERS
+    ]
+    scores = np.concatenate(
+        [*logits, found.scores[:5][valid][:, None], found.item_item[:5][valid][:, None]], axis=1
+    ).astype(np.float32)
+    expected = session(repo.version_dir(COMBINER, version) / "model.onnx").run(
+        None, {"scores": scores}
+    )[0][:, 0]
+    np.testing.assert_allclose(one_call, expected, atol=1e-5)
+
+
+def test_preranker_head_keeps_the_pipeline_within_its_tolerance(
+    built: tuple[BuildConfig, BuildResult],
+) -> None:
+    config, result = built
+    repo = ModelRepository(config.out)
+    preranker = Preranker.load(repo.version_dir(COMBINER, result.version) / PRERANKER_FILE)
+    assert preranker.head in (0, *HEADS)
+    ev = json.loads(result.report_path.read_text())["evaluation"]
+    choice = ev["preranker"]
+    assert choice["head"] == preranker.head
+    by_head = choice["validation_ndcg@10_by_head"]
+    assert by_head[str(preranker.head)] >= (1 - TOLERANCE) * by_head["0"]
+    smaller = [h for h in HEADS if h < preranker.head and str(h) in by_head]
+    assert all(by_head[str(h)] < (1 - TOLERANCE) * by_head["0"] for h in smaller)
+    # What is served (the head) is what "pipeline" reports, beside ranking every candidate.
+    assert ev["pipeline"]["ndcg@10"] == choice["test_ndcg@10_by_head"][str(preranker.head)]
+    assert choice["test_ndcg@10_all_candidates"] == ev[COMBINER]["ndcg@10"]
 
 
 def test_next_build_adds_a_version_and_is_reproducible(
@@ -157,7 +218,7 @@ def test_killed_build_leaves_the_repository_as_it_was(
     assert tree(repo_root) == before
     staging = repo_root.parent / f".{repo_root.name}-staging"
     (txn,) = [p for p in staging.iterdir() if p.is_dir() and p.name.startswith("txn-")]
-    assert sorted(p.name for p in (txn / "models").iterdir()) == sorted(MODELS)  # all staged
+    assert sorted(p.name for p in (txn / "models").iterdir()) == sorted((*MODELS, RANKING))
     assert ModelRepository(repo_root).versions(USER_TOWER) == versions  # recovery adds nothing
     assert tree(repo_root) == before
     assert not txn.exists()  # and discards the dead build's staging

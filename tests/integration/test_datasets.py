@@ -34,7 +34,7 @@ def test_cli_builds_from_your_own_files(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stderr
     assert "Quality on the test split of interactions" in done.stdout
-    assert "version 1 of 4 models written" in done.stdout
+    assert "version 1 of 4 models and the one-call ranking model written" in done.stdout
     listing = subprocess.run(
         [sys.executable, "-m", "contract.cli", "models", "--repo", str(repo), "--json"],
         capture_output=True,
@@ -47,6 +47,7 @@ def test_cli_builds_from_your_own_files(tmp_path: Path) -> None:
         "combiner",
         "ranker_dcn",
         "ranker_mlp",
+        "ranking",
         "user_tower",
     ]
     assert all(r["version"] == 1 and r["served"] for r in rows)

@@ -20,6 +20,7 @@ from contract.arrays import FloatArray, IntArray
 from contract.candidates import ITEM_ITEM, POPULAR, SHARES
 from contract.features import HISTORY_LENGTH
 from contract.names import COMBINER, RANKERS, USER_TOWER
+from contract.ranking import RANKING, Preranker
 from contract.signature import Signature
 from inference.errors import InferenceError, ModelNotFound, Unavailable
 from inference.graph.catalog import Catalog
@@ -120,6 +121,15 @@ class FakeRuntime:
             return {"logit": mlp_logit(copied["item_id"])}
         if model == COMBINER:
             return {"score": combine(copied["scores"])}
+        if model == RANKING:  # the same arithmetic, from the compact feed
+            ids = copied["item_id"]
+            assert len(copied["owner"]) == len(ids)
+            assert int(copied["owner"].max()) < len(copied["user_dense"])
+            extra = [copied["item_item"]] if "item_item" in copied else []
+            stacked = np.concatenate(
+                [dcn_logit(ids), mlp_logit(ids), copied["retrieval"], *extra], axis=1
+            )
+            return {"score": combine(stacked)}
         raise ModelNotFound("no such model", model=model)
 
     def check_models(self, required: Mapping[str, Signature]) -> None:
@@ -689,3 +699,112 @@ def test_sparse_item_item_weights_score_as_dense_ones() -> None:
     np.testing.assert_allclose(
         ItemItemScores(sparse.csr_matrix(dense)).scores(seen, items), expected, rtol=1e-6
     )
+
+
+def test_the_one_call_model_ranks_every_job_in_one_call_sending_users_once(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    ranker = Ranker(runtime, catalog, VERSIONS, pool=pool, one_call=lambda versions: 7)
+    first, second = candidates(4, 2, 3), candidates(0, 1)
+    results = ranker(
+        [RankJob(user(catalog), first), RankJob(user(catalog, "u1"), second)], timeout_s=1.0
+    )
+    [call] = runtime.calls
+    assert (call.model, call.version) == (RANKING, 7)
+    assert call.shapes["user_dense"][0] == 2  # once per user, not per candidate
+    assert call.shapes["item_id"] == (5, 1)
+    assert call.inputs["owner"].tolist() == [0, 0, 0, 1, 1]
+    for result, chosen in zip(results, (first, second), strict=True):
+        assert result.fallbacks == []
+        np.testing.assert_allclose(result.scores, expected_combined(chosen), rtol=1e-6)
+        assert result.items is not None
+        assert result.items.tolist() == chosen.items.tolist()
+
+
+def test_a_missing_one_call_model_leaves_the_separate_models_to_answer(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime(fail={RANKING: ModelNotFound("not loaded", model=RANKING)})
+    errors: list[str] = []
+    ranker = Ranker(
+        runtime,
+        catalog,
+        VERSIONS,
+        pool=pool,
+        one_call=lambda versions: 1,
+        on_model_error=lambda model, exc: errors.append(model),
+    )
+    chosen = candidates(4, 2, 3)
+    for _ in range(2):
+        [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=1.0)
+        assert result.fallbacks == []  # same answer, from the separate models
+        np.testing.assert_allclose(result.scores, expected_combined(chosen), rtol=1e-6)
+    assert len(runtime.calls_of(RANKING)) == 1  # not asked again while it is missing
+    assert len(runtime.calls_of(COMBINER)) == 2
+    assert errors == [RANKING]
+
+
+def test_without_a_one_call_model_for_the_versions_the_separate_models_rank(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    ranker = Ranker(runtime, catalog, VERSIONS, pool=pool, one_call=lambda versions: None)
+    ranker([RankJob(user(catalog), candidates(4, 2, 3))], timeout_s=1.0)
+    assert sorted(c.model for c in runtime.calls) == sorted([*RANKERS, COMBINER])
+
+
+def test_the_preranker_sends_only_its_head_best_first_to_the_rankers(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    runtime = FakeRuntime()
+    preranker = Preranker(w_retrieval=1.0, w_item_item=0.0, bias=0.0, head=2)
+    ranker = Ranker(runtime, catalog, VERSIONS, pool=pool, prerankers=lambda version: preranker)
+    chosen = candidates(0, 1, 2, 3, 4)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=1.0)
+    best = np.argsort(-chosen.scores, kind="stable")[:2]
+    assert result.items is not None
+    assert result.items.tolist() == chosen.items[best].tolist()
+    np.testing.assert_allclose(result.scores, expected_combined(chosen.take(best)), rtol=1e-6)
+    assert all(c.shapes["item_id"] == (2, 1) for c in runtime.calls_of(RANKERS[0]))
+    assert result.fallbacks == []  # the head is the design, not a degradation
+
+    everything = Ranker(
+        runtime, catalog, VERSIONS, pool=pool, prerankers=lambda version: preranker, head=0
+    )
+    [result] = everything([RankJob(user(catalog), chosen)], timeout_s=1.0)
+    assert result.items is not None
+    assert result.items.tolist() == chosen.items.tolist()
+
+
+def test_an_unreadable_preranker_ranks_every_candidate(
+    catalog: Catalog, pool: ThreadPoolExecutor
+) -> None:
+    def broken(version: int) -> Preranker | None:
+        raise InferenceError("version 1: cannot load its pre-ranker", model=COMBINER)
+
+    ranker = Ranker(FakeRuntime(), catalog, VERSIONS, pool=pool, prerankers=broken)
+    chosen = candidates(0, 1, 2, 3, 4)
+    [result] = ranker([RankJob(user(catalog), chosen)], timeout_s=1.0)
+    assert result.items is not None
+    assert len(result.items) == 5
+    assert result.fallbacks == []
+
+
+def test_preranker_select_takes_the_best_and_all_when_the_head_covers_them() -> None:
+    preranker = Preranker(w_retrieval=1.0, w_item_item=2.0, bias=0.5, head=2)
+    retrieval = np.array([0.1, 0.9, 0.5, 0.2], dtype=np.float32)
+    item_item = np.array([0.5, 0.0, 0.0, np.nan], dtype=np.float32)  # NaN counts as 0
+    assert preranker.select(retrieval, item_item, 2).tolist() == [0, 1]
+    assert preranker.select(retrieval, None, 3).tolist() == [1, 2, 3]
+    assert preranker.select(retrieval, item_item, 0).tolist() == [0, 1, 2, 3]
+    assert preranker.select(retrieval, item_item, 9).tolist() == [0, 1, 2, 3]
+
+
+def test_a_preranker_file_round_trips_and_a_bad_one_says_so(tmp_path: Path) -> None:
+    preranker = Preranker(w_retrieval=1.5, w_item_item=-2.0, bias=0.25, head=150)
+    preranker.save(tmp_path / "preranker.json")
+    assert Preranker.load(tmp_path / "preranker.json") == preranker
+    (tmp_path / "bad.json").write_text('{"head": 3}')
+    with pytest.raises(ValueError, match="not a pre-ranker"):
+        Preranker.load(tmp_path / "bad.json")
