@@ -32,6 +32,7 @@ from contract.names import (  # noqa: E402
     RANKERS,
     USER_TOWER,
 )
+from contract.ranking import PRERANKER_FILE, RANKING, Preranker  # noqa: E402
 from training.feeds import Feed, random_feeds  # noqa: E402
 from training.quantization import time_session  # noqa: E402
 from training.repository import ModelRepository  # noqa: E402
@@ -94,6 +95,28 @@ def quality(repo: ModelRepository, version: int) -> dict[str, Any]:
     return out
 
 
+def served(repo: ModelRepository, version: int) -> dict[str, Any]:
+    """What the graph serves from this version: each model's shipped precision, whether
+    ranking runs as the one-call model, and the pre-ranker's head (builds before them: none)."""
+    out: dict[str, Any] = {
+        "precision": {m: repo.manifest(m, version)["quantization"]["shipped"] for m in MODELS}
+    }
+    if version in repo.versions(RANKING):
+        composed = repo.manifest(RANKING, version)["composed_of"]
+        out["ranking"] = f"one call of {RANKING} v{version}, composed of " + ", ".join(
+            f"{name} v{v}" for name, v in composed.items() if name != USER_TOWER
+        )
+    else:
+        out["ranking"] = "separate calls: " + ", ".join((*RANKERS, COMBINER))
+    preranker = repo.version_dir(COMBINER, version) / PRERANKER_FILE
+    out["preranker_head"] = Preranker.load(preranker).head if preranker.is_file() else None
+    # The combiner's own test figure ranks every candidate; "pipeline" ranks the head.
+    out["pipeline_ndcg10_all_candidates"] = repo.manifest(COMBINER, version)["metrics"]["test"][
+        "ndcg@10"
+    ]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=ROOT / "model_repo")
@@ -146,6 +169,7 @@ def main() -> int:
         }
         result["models"][name] = entry
     result.update(quality(repo, version))
+    result["served"] = served(repo, version)
     synthetic = complete_build(
         args.synthetic_repo,
         "--dataset",

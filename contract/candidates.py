@@ -55,45 +55,123 @@ def merge(lists: Mapping[str, IntArray], depth: int) -> tuple[IntArray, IntArray
     entries are ignored). A source absent from ``lists`` proposes nothing; slots a source
     cannot fill (it ran dry, or its items were already in) go to the other sources' next
     items, the towers' first.
+
+    The turns are taken one read at a time only while two sources or more still have room;
+    a source reading alone reads its run at once (the request path merges a thousand items).
     """
     clean = {name: _valid(lists[name]) for name in SOURCES if name in lists}
     quota = quotas(depth, {name: len(items) for name, items in clean.items()})
-    items: list[int] = []
-    masks: dict[int, int] = {}
-    read = dict.fromkeys(clean, 0)  # how far into each source's list the merge has read
-
-    def take(name: str, bit: int, limit: int) -> None:
-        """Read ``name``'s next item: mark it if in, add it if ``limit`` allows."""
-        item = int(clean[name][read[name]])
-        if item in masks:
-            masks[item] |= 1 << bit
-        elif len(items) < limit:
-            masks[item] = 1 << bit
-            items.append(item)
-        else:
-            return
-        read[name] += 1
-
+    merged = _Merge(clean, depth)
     added = dict.fromkeys(clean, 0)
-    progress = True
-    while len(items) < depth and progress:  # in turn, each within its quota
-        progress = False
-        for bit, name in enumerate(SOURCES):
-            if name not in clean or read[name] >= len(clean[name]):
-                continue
-            if added[name] >= quota.get(name, 0):
-                continue
-            before = len(items)
-            take(name, bit, depth)
-            added[name] += len(items) - before
-            progress = True
-    for bit, name in enumerate(SOURCES):  # then whatever is left, the towers' first
-        while name in clean and read[name] < len(clean[name]) and len(items) < depth:
-            take(name, bit, depth)
-    merged = np.array(items, dtype=np.int64)
-    return merged, np.array([masks[i] for i in items], dtype=np.int64)
+
+    def open_sources() -> list[str]:
+        return [
+            name
+            for name in SOURCES
+            if name in clean
+            and merged.read[name] < len(clean[name])
+            and added[name] < quota.get(name, 0)
+        ]
+
+    while len(merged.items) < depth:  # in turn, each within its quota
+        reading = open_sources()
+        if not reading:
+            break
+        if len(reading) == 1:
+            (name,) = reading
+            added[name] += merged.run(name, quota[name] - added[name])
+            continue
+        # As many rounds at once as no source can reach its quota or the list its depth in.
+        rounds = min(
+            min(quota[name] - added[name] for name in reading),
+            min(len(clean[name]) - merged.read[name] for name in reading),
+            (depth - len(merged.items)) // len(reading),
+        )
+        if rounds > 1:
+            for name, n in merged.rounds(reading, rounds).items():
+                added[name] += n
+            continue
+        for name in reading:
+            added[name] += merged.take(name)
+    for name in SOURCES:  # then whatever is left, the towers' first
+        if name in clean:
+            merged.run(name, depth - len(merged.items))
+    return merged.result()
+
+
+class _Merge:
+    """The merged list so far, each source's read position and each item's source bits
+    (an array over the item indices the lists hold: 0, not in the list)."""
+
+    def __init__(self, lists: Mapping[str, IntArray], depth: int) -> None:
+        self.lists = lists
+        self.depth = depth
+        self.items: list[int] = []
+        size = 1 + max((int(items.max()) for items in lists.values() if len(items)), default=0)
+        self.bits = np.zeros(size, dtype=np.int64)
+        self.read = dict.fromkeys(lists, 0)
+
+    def take(self, name: str) -> int:
+        """Read ``name``'s next item: mark it if in, add it if there is room (1 if added)."""
+        item = int(self.lists[name][self.read[name]])
+        bit = 1 << SOURCES.index(name)
+        if self.bits[item]:
+            self.bits[item] |= bit
+            self.read[name] += 1
+            return 0
+        if len(self.items) >= self.depth:
+            return 0
+        self.bits[item] = bit
+        self.items.append(item)
+        self.read[name] += 1
+        return 1
+
+    def rounds(self, names: list[str], count: int) -> dict[str, int]:
+        """``count`` turns of ``names`` at once, each reading its next item (the caller
+        makes sure none runs out or fills up meanwhile). Returns how many each added."""
+        block = np.stack(
+            [self.lists[name][self.read[name] : self.read[name] + count] for name in names],
+            axis=1,
+        ).reshape(-1)  # in turn order: round by round, the sources in order
+        _, first = np.unique(block, return_index=True)
+        known = np.ones(len(block), dtype=bool)
+        known[first] = False
+        known |= self.bits[block] != 0
+        bits = np.tile(np.array([1 << SOURCES.index(name) for name in names]), count)
+        self.bits[block[~known]] = bits[~known]
+        np.bitwise_or.at(self.bits, block[known], bits[known])
+        self.items.extend(block[~known].tolist())
+        for name in names:
+            self.read[name] += count
+        by_source = (~known).reshape(count, len(names)).sum(axis=0)
+        return {name: int(n) for name, n in zip(names, by_source, strict=True)}
+
+    def run(self, name: str, new: int) -> int:
+        """Read ``name`` on until ``new`` items were added (or it ends): what :meth:`take`
+        would do item by item, at once. Returns how many were added."""
+        new = min(new, self.depth - len(self.items))
+        rest = self.lists[name][self.read[name] :]
+        if new <= 0 or len(rest) == 0:
+            return 0
+        known = self.bits[rest] != 0
+        fresh = np.flatnonzero(~known)
+        stop = int(fresh[new - 1]) + 1 if len(fresh) >= new else len(rest)
+        read, seen = rest[:stop], known[:stop]
+        bit = 1 << SOURCES.index(name)
+        self.bits[read[seen]] |= bit  # a source lists an item once: no repeats to lose
+        self.bits[read[~seen]] = bit
+        self.items.extend(read[~seen].tolist())
+        self.read[name] += stop
+        return int(min(len(fresh), new))
+
+    def result(self) -> tuple[IntArray, IntArray]:
+        items = np.array(self.items, dtype=np.int64)
+        return items, self.bits[items]
 
 
 def _valid(items: IntArray) -> IntArray:
+    """A source's items without padding and repeats (the first of each kept, in order)."""
     items = np.asarray(items, dtype=np.int64).reshape(-1)
-    return items[items >= 0]
+    items = items[items >= 0]
+    _, first = np.unique(items, return_index=True)
+    return items[np.sort(first)]

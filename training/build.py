@@ -874,6 +874,7 @@ def _manifest(
             "pipeline": evaluation["pipeline"],
             **{name: evaluation[name] for name in BASELINES if name in evaluation},
         },
+        **({"preranker": evaluation["preranker"]} if outcome.name == COMBINER else {}),
         "parity_max_abs_error": outcome.parity_max_abs_error,
         "quantization": {**asdict(outcome.gate), "machine": machine()}
         if outcome.gate
