@@ -23,6 +23,7 @@ import pytest
 
 from contract.graph_config import AdmissionConfig, FaultConfig, GraphConfig, StageBudgets
 from contract.names import SIMILAR_FILE, USER_TOWER
+from contract.ranking import RANKING
 from inference.graph.catalog import Catalog
 from inference.graph.launcher import GraphServer, haproxy_folder
 from inference.triton.server import free_port
@@ -524,16 +525,24 @@ def test_killed_triton_degrades_answers_until_it_is_restarted(graph: GraphServer
 
 
 def test_combiner_gone_falls_back_to_one_ranker(graph: GraphServer) -> None:
-    """A real fault: the combiner is unloaded from Triton while the graph serves."""
+    """Real faults: the combiner unloaded from Triton while the graph serves. The one-call
+    ranking model holds the combiner too, so answers stay whole; with it unloaded as well,
+    the separate models answer and the missing combiner falls back to one ranker."""
     from inference.triton.client import TritonClient
 
     assert graph.triton is not None
     with TritonClient(graph.triton.grpc_url) as triton:
         triton.unload_model("combiner")
         try:
-            answer = recommend(graph, "42")
+            whole = recommend(graph, "42")
+            triton.unload_model(RANKING)
+            try:
+                answer = recommend(graph, "42")
+            finally:
+                triton.load_model(RANKING)
         finally:
             triton.load_model("combiner")
+    assert whole["fallbacks"] == []
     assert answer["fallbacks"] == ["combiner:ranker_dcn"]
     assert answer["stages"] == ["features", "retrieval", "ranking", "rerank"]
     assert recommend(graph, "42")["fallbacks"] == []
